@@ -1,0 +1,378 @@
+//! The use cases every transport (gRPC, the web pages, the CLI) calls: authorize, validate, store.
+//! Transports only convert their wire types to the domain's inputs and back.
+
+use std::sync::Arc;
+
+use crate::domain::catalog::{LotInput, ProductInput};
+use crate::domain::facility::{FacilityInput, FacilityQuery, StorageUnitInput};
+use crate::domain::{
+    Action, Caller, Facility, FacilityFilter, FacilityKind, FacilityPatch, Idempotency, Lot, NewFacility, NewLot,
+    NewProduct, NewStorageUnit, NewToken, Page, PageRequest, Product, ProductPatch, Role, StorageUnit,
+    StorageUnitFilter, StorageUnitPatch, Token, new_id, token, validate,
+};
+use crate::error::{Error, Result, reason};
+use crate::store::Store;
+
+/// The application: a store and the rules around it.
+#[derive(Debug, Clone)]
+pub struct App {
+    store: Arc<dyn Store>,
+}
+
+/// A token just created: its description and the bearer secret, shown once.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The description.
+    pub token: Token,
+    /// The bearer string; empty when a repeated request_id replays an earlier creation.
+    pub secret: String,
+}
+
+impl App {
+    /// Wraps a store.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        App { store }
+    }
+
+    /// The store, for health checks.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Resolves a bearer string to a caller; any failure is UNAUTHENTICATED without detail.
+    pub async fn authenticate(&self, bearer: &str) -> Result<Caller> {
+        let (id, secret) = token::split(bearer).ok_or(Error::Unauthenticated)?;
+        let stored = self.store.find_token(id).await?.ok_or(Error::Unauthenticated)?;
+        if stored.token.revoked_at.is_some() || !token::verify(secret, &stored.secret_hash) {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(Caller {
+            token_id: stored.token.id,
+            role: stored.token.role,
+            scope_path: stored.scope_path,
+            device_id: stored.token.device_id,
+        })
+    }
+
+    /// On an empty database, issues the first admin token (for `serve` and `demo` to print once).
+    pub async fn bootstrap_admin(&self) -> Result<Option<IssuedToken>> {
+        if self.store.count_tokens().await? > 0 {
+            return Ok(None);
+        }
+        let new = NewToken::parse(Role::Admin.as_i32(), "", "", "bootstrap admin")?;
+        self.issue_token(None, &new).await.map(Some)
+    }
+
+    async fn issue_token(&self, idem: Option<&Idempotency>, new: &NewToken) -> Result<IssuedToken> {
+        let g = token::generate();
+        let stored = self.store.insert_token(idem, new, &g.id, &g.hash).await?;
+        // A replay returns the first token, whose secret was shown once and is gone.
+        let secret = if stored.id == g.id { g.bearer } else { String::new() };
+        Ok(IssuedToken { token: stored, secret })
+    }
+
+    /// Issues a token (admin only), for the API and the `token create` command alike.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        role: i32,
+        scope: &str,
+        device_id: &str,
+        description: &str,
+    ) -> Result<IssuedToken> {
+        caller.require(Action::ManageTokens)?;
+        let new = NewToken::parse(role, scope, device_id, description)?;
+        if let Some(scope) = &new.scope_facility_id {
+            self.visible_facility(caller, scope, reason::NOT_FOUND).await?;
+        }
+        let idem = Idempotency::from_request(caller, "CreateToken", request_id, &new)?;
+        self.issue_token(idem.as_ref(), &new).await
+    }
+
+    /// Issues a token without a caller: for the operator's CLI, which has the database itself.
+    pub async fn create_token_local(&self, new: &NewToken) -> Result<IssuedToken> {
+        if let Some(scope) = &new.scope_facility_id
+            && self.store.get_facility(scope).await?.is_none()
+        {
+            return Err(Error::not_found(reason::NOT_FOUND, format!("scope facility {scope} not found")));
+        }
+        self.issue_token(None, new).await
+    }
+
+    /// Lists tokens (admin only).
+    pub async fn list_tokens(&self, caller: &Caller, include_revoked: bool, page: PageRequest) -> Result<Page<Token>> {
+        caller.require(Action::ManageTokens)?;
+        self.store.list_tokens(include_revoked, &page).await
+    }
+
+    /// Revokes a token (admin only).
+    pub async fn revoke_token(&self, caller: &Caller, request_id: &str, id: &str) -> Result<Token> {
+        caller.require(Action::ManageTokens)?;
+        let idem = Idempotency::from_request(caller, "RevokeToken", request_id, &id)?;
+        self.store.revoke_token(idem.as_ref(), id).await?.ok_or_else(|| caller.not_found(reason::NOT_FOUND, "token"))
+    }
+
+    /// Describes the caller's own token.
+    pub async fn who_am_i(&self, caller: &Caller) -> Result<Token> {
+        caller.require(Action::WhoAmI)?;
+        let stored = self.store.find_token(&caller.token_id).await?.ok_or(Error::Unauthenticated)?;
+        Ok(stored.token)
+    }
+
+    /// Reads a facility the caller may see; a hidden or missing one is indistinguishable for scoped callers.
+    async fn visible_facility(&self, caller: &Caller, id: &str, not_found: &'static str) -> Result<Facility> {
+        match self.store.get_facility(id).await? {
+            Some(f) if caller.covers(&f.path) => Ok(f),
+            Some(_) => Err(Error::PermissionDenied),
+            None => Err(caller.not_found(not_found, "facility")),
+        }
+    }
+
+    /// Creates a facility under a parent in the caller's scope.
+    pub async fn create_facility(&self, caller: &Caller, request_id: &str, input: FacilityInput) -> Result<Facility> {
+        caller.require(Action::WriteFacilities)?;
+        let new = NewFacility::parse(input)?;
+        let idem = Idempotency::from_request(caller, "CreateFacility", request_id, &new)?;
+        let id = new_id();
+        let path = match &new.parent_id {
+            Some(pid) => {
+                let parent = self.visible_facility(caller, pid, reason::PARENT_NOT_FOUND).await?;
+                caller.require_at(Action::WriteFacilities, &parent.path)?;
+                new.check_parent(&parent)?;
+                format!("{}{id}/", parent.path)
+            }
+            None => {
+                // Only a whole-tree caller may plant the root.
+                if !caller.sees_everything() {
+                    return Err(Error::PermissionDenied);
+                }
+                debug_assert_eq!(new.kind, FacilityKind::NationalStore);
+                format!("/{id}/")
+            }
+        };
+        self.store.insert_facility(idem.as_ref(), &id, &path, &new).await
+    }
+
+    /// Reads a facility.
+    pub async fn get_facility(&self, caller: &Caller, id: &str) -> Result<Facility> {
+        caller.require(Action::ReadFacilities)?;
+        let id = validate::id("id", id)?;
+        self.visible_facility(caller, &id, reason::NOT_FOUND).await
+    }
+
+    /// Lists facilities in the caller's scope.
+    pub async fn list_facilities(
+        &self,
+        caller: &Caller,
+        query: FacilityQuery,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Facility>> {
+        caller.require(Action::ReadFacilities)?;
+        let ancestor_id = validate::optional_id("ancestor_id", &query.ancestor_id)?;
+        let parent_id = validate::optional_id("parent_id", &query.parent_id)?;
+        let kind = match query.kind {
+            0 => None,
+            k => Some(FacilityKind::from_i32(k).ok_or_else(|| Error::invalid("kind", "unknown facility kind"))?),
+        };
+        let name_contains = validate::optional_text("name_contains", &query.name_contains, 200)?;
+        let include_inactive = query.include_inactive;
+        let ancestor_path = match &ancestor_id {
+            Some(a) => Some(self.visible_facility(caller, a, reason::NOT_FOUND).await?.path),
+            None => None,
+        };
+        let filter = FacilityFilter {
+            ancestor_path,
+            parent_id,
+            kind,
+            name_contains: (!name_contains.is_empty()).then_some(name_contains),
+            include_inactive,
+        };
+        let page = PageRequest::parse(page_size, page_token, &filter)?;
+        self.store.list_facilities(&caller.scope_path, &filter, &page).await
+    }
+
+    /// Updates a facility in scope.
+    pub async fn update_facility(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        input: &FacilityInput,
+        mask: &[String],
+    ) -> Result<Facility> {
+        caller.require(Action::WriteFacilities)?;
+        let id = validate::id("facility.id", id)?;
+        let patch = FacilityPatch::parse(input, mask)?;
+        let current = self.visible_facility(caller, &id, reason::NOT_FOUND).await?;
+        caller.require_at(Action::WriteFacilities, &current.path)?;
+        let idem = Idempotency::from_request(caller, "UpdateFacility", request_id, &(&id, &patch))?;
+        self.store
+            .update_facility(idem.as_ref(), &id, &patch)
+            .await?
+            .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "facility"))
+    }
+
+    /// Creates a storage unit at a facility in scope.
+    pub async fn create_storage_unit(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        input: StorageUnitInput,
+    ) -> Result<StorageUnit> {
+        caller.require(Action::WriteStorageUnits)?;
+        let new = NewStorageUnit::parse(input)?;
+        let facility = self.visible_facility(caller, &new.facility_id, reason::NOT_FOUND).await?;
+        caller.require_at(Action::WriteStorageUnits, &facility.path)?;
+        let idem = Idempotency::from_request(caller, "CreateStorageUnit", request_id, &new)?;
+        self.store.insert_storage_unit(idem.as_ref(), &new_id(), &new).await
+    }
+
+    async fn visible_unit(&self, caller: &Caller, id: &str) -> Result<(StorageUnit, String)> {
+        match self.store.get_storage_unit(id).await? {
+            Some((u, path)) if caller.covers(&path) => Ok((u, path)),
+            Some(_) => Err(Error::PermissionDenied),
+            None => Err(caller.not_found(reason::NOT_FOUND, "storage unit")),
+        }
+    }
+
+    /// Reads a storage unit.
+    pub async fn get_storage_unit(&self, caller: &Caller, id: &str) -> Result<StorageUnit> {
+        caller.require(Action::ReadFacilities)?;
+        let id = validate::id("id", id)?;
+        Ok(self.visible_unit(caller, &id).await?.0)
+    }
+
+    /// Lists storage units in scope.
+    pub async fn list_storage_units(
+        &self,
+        caller: &Caller,
+        facility_id: &str,
+        ancestor_id: &str,
+        include_inactive: bool,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<StorageUnit>> {
+        caller.require(Action::ReadFacilities)?;
+        let facility_id = validate::optional_id("facility_id", facility_id)?;
+        let ancestor_id = validate::optional_id("ancestor_id", ancestor_id)?;
+        if let Some(f) = &facility_id {
+            self.visible_facility(caller, f, reason::NOT_FOUND).await?;
+        }
+        let ancestor_path = match &ancestor_id {
+            Some(a) => Some(self.visible_facility(caller, a, reason::NOT_FOUND).await?.path),
+            None => None,
+        };
+        let filter = StorageUnitFilter { facility_id, ancestor_path, include_inactive };
+        let page = PageRequest::parse(page_size, page_token, &filter)?;
+        self.store.list_storage_units(&caller.scope_path, &filter, &page).await
+    }
+
+    /// Updates a storage unit in scope.
+    pub async fn update_storage_unit(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        input: &StorageUnitInput,
+        mask: &[String],
+    ) -> Result<StorageUnit> {
+        caller.require(Action::WriteStorageUnits)?;
+        let id = validate::id("storage_unit.id", id)?;
+        let patch = StorageUnitPatch::parse(input, mask)?;
+        let (_, path) = self.visible_unit(caller, &id).await?;
+        caller.require_at(Action::WriteStorageUnits, &path)?;
+        let idem = Idempotency::from_request(caller, "UpdateStorageUnit", request_id, &(&id, &patch))?;
+        self.store
+            .update_storage_unit(idem.as_ref(), &id, &patch)
+            .await?
+            .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "storage unit"))
+    }
+
+    /// Creates a product.
+    pub async fn create_product(&self, caller: &Caller, request_id: &str, input: ProductInput) -> Result<Product> {
+        caller.require(Action::WriteCatalog)?;
+        let new = NewProduct::parse(input)?;
+        let idem = Idempotency::from_request(caller, "CreateProduct", request_id, &new)?;
+        self.store.insert_product(idem.as_ref(), &new_id(), &new).await
+    }
+
+    /// Reads a product. The catalogue is national, so any reader sees it and NOT_FOUND is honest.
+    pub async fn get_product(&self, caller: &Caller, id: &str) -> Result<Product> {
+        caller.require(Action::ReadCatalog)?;
+        let id = validate::id("id", id)?;
+        self.store.get_product(&id).await?.ok_or_else(|| Error::not_found(reason::NOT_FOUND, "product not found"))
+    }
+
+    /// Lists products.
+    pub async fn list_products(
+        &self,
+        caller: &Caller,
+        include_inactive: bool,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Product>> {
+        caller.require(Action::ReadCatalog)?;
+        let page = PageRequest::parse(page_size, page_token, &include_inactive)?;
+        self.store.list_products(include_inactive, &page).await
+    }
+
+    /// Updates a product.
+    pub async fn update_product(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        input: &ProductInput,
+        mask: &[String],
+    ) -> Result<Product> {
+        caller.require(Action::WriteCatalog)?;
+        let id = validate::id("product.id", id)?;
+        let patch = ProductPatch::parse(input, mask)?;
+        let idem = Idempotency::from_request(caller, "UpdateProduct", request_id, &(&id, &patch))?;
+        self.store
+            .update_product(idem.as_ref(), &id, &patch)
+            .await?
+            .ok_or_else(|| Error::not_found(reason::NOT_FOUND, "product not found"))
+    }
+
+    /// Creates a lot of an existing product.
+    pub async fn create_lot(&self, caller: &Caller, request_id: &str, input: LotInput) -> Result<Lot> {
+        caller.require(Action::WriteCatalog)?;
+        let new = NewLot::parse(input)?;
+        let product =
+            self.store.get_product(&new.product_id).await?.ok_or_else(|| {
+                Error::not_found("PRODUCT_NOT_FOUND", format!("product {} not found", new.product_id))
+            })?;
+        new.check_product(&product)?;
+        let idem = Idempotency::from_request(caller, "CreateLot", request_id, &new)?;
+        self.store.insert_lot(idem.as_ref(), &new_id(), &new).await
+    }
+
+    /// Reads a lot.
+    pub async fn get_lot(&self, caller: &Caller, id: &str) -> Result<Lot> {
+        caller.require(Action::ReadCatalog)?;
+        let id = validate::id("id", id)?;
+        self.store.get_lot(&id).await?.ok_or_else(|| Error::not_found(reason::NOT_FOUND, "lot not found"))
+    }
+
+    /// Lists lots.
+    pub async fn list_lots(
+        &self,
+        caller: &Caller,
+        product_id: &str,
+        expires_before: Option<(i32, i32, i32)>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Lot>> {
+        caller.require(Action::ReadCatalog)?;
+        let product_id = validate::optional_id("product_id", product_id)?;
+        let expires_before = match expires_before {
+            Some(d) => Some(crate::domain::catalog::date("expires_before", Some(d))?),
+            None => None,
+        };
+        let page = PageRequest::parse(page_size, page_token, &(&product_id, &expires_before))?;
+        self.store.list_lots(product_id.as_deref(), expires_before, &page).await
+    }
+}

@@ -1,0 +1,153 @@
+//! Bearer tokens: `vxt_<id>_<secret>`. Only a SHA-256 of the secret is stored; a presented token is
+//! looked up by its id and its secret compared in constant time.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::authz::Role;
+use super::validate;
+use crate::error::{Error, Result, reason};
+
+/// A token's stored description (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Token {
+    /// Id, also the public part of the bearer string.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// Scope facility, `None` = whole tree.
+    pub scope_facility_id: Option<String>,
+    /// For device tokens, the device.
+    pub device_id: Option<String>,
+    /// Whose token it is.
+    pub description: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A validated request for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Role.
+    pub role: Role,
+    /// Scope facility.
+    pub scope_facility_id: Option<String>,
+    /// Device id for device tokens.
+    pub device_id: Option<String>,
+    /// Description.
+    pub description: String,
+}
+
+impl NewToken {
+    /// Validates a request: every role but admin and national_officer needs a scope; devices need a device id.
+    pub fn parse(role: i32, scope: &str, device_id: &str, description: &str) -> Result<Self> {
+        let role = Role::from_i32(role).ok_or_else(|| Error::invalid("role", "must be a known role"))?;
+        let scope_facility_id = validate::optional_id("scope_facility_id", scope)?;
+        if scope_facility_id.is_none() && !role.may_be_unscoped() {
+            return Err(Error::invalid_because(
+                "scope_facility_id",
+                reason::SCOPE_REQUIRED,
+                format!("role {} needs a scope facility", role.name()),
+            ));
+        }
+        let device_id = match (role, device_id.trim()) {
+            (Role::Device, "") => return Err(Error::invalid("device_id", "is required for device tokens")),
+            (Role::Device, d) => Some(validate::code("device_id", d)?),
+            (_, "") => None,
+            _ => return Err(Error::invalid("device_id", "only device tokens carry a device id")),
+        };
+        Ok(NewToken {
+            role,
+            scope_facility_id,
+            device_id,
+            description: validate::text("description", description, 200)?,
+        })
+    }
+}
+
+/// A freshly generated token: its id, the bearer string shown once, and the hash to store.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GeneratedSecret {
+    /// Token id.
+    pub id: String,
+    /// The full bearer string.
+    pub bearer: String,
+    /// SHA-256 of the secret part.
+    pub hash: Vec<u8>,
+}
+
+impl std::fmt::Debug for GeneratedSecret {
+    // Secrets never reach logs, even through a stray `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedSecret").field("id", &self.id).field("bearer", &"<redacted>").finish()
+    }
+}
+
+/// Generates a new random token.
+pub fn generate() -> GeneratedSecret {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    // The id is plain hex so the bearer string splits unambiguously on '_'.
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    GeneratedSecret { bearer: format!("vxt_{id}_{secret}"), hash: hash(&secret), id }
+}
+
+/// Splits a bearer string into (id, secret); `None` when it is not shaped like a vaxtrace token.
+pub fn split(bearer: &str) -> Option<(&str, &str)> {
+    let rest = bearer.strip_prefix("vxt_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) && !secret.is_empty() && secret.len() <= 128)
+        .then_some((id, secret))
+}
+
+/// The stored hash of a secret.
+pub fn hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Compares a presented secret with a stored hash in constant time.
+pub fn verify(secret: &str, stored_hash: &[u8]) -> bool {
+    hash(secret).ct_eq(stored_hash).into()
+}
+
+/// Hex SHA-256, used for request fingerprints.
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_verify_and_split() {
+        let g = generate();
+        let (id, secret) = split(&g.bearer).expect("well-formed");
+        assert_eq!(id, g.id);
+        assert!(verify(secret, &g.hash));
+        assert!(!verify("wrong", &g.hash));
+        assert!(!format!("{g:?}").contains(secret));
+    }
+
+    #[test]
+    fn malformed_bearers_are_rejected() {
+        assert!(split("").is_none());
+        assert!(split("vxt_").is_none());
+        assert!(split("vxt_abc_def").is_none());
+        assert!(split("Bearer vxt_x").is_none());
+    }
+
+    #[test]
+    fn scope_rules() {
+        assert!(NewToken::parse(Role::Admin.as_i32(), "", "", "root").is_ok());
+        assert!(NewToken::parse(Role::DepotManager.as_i32(), "", "", "dm").is_err());
+        assert!(NewToken::parse(Role::Device.as_i32(), "0190f3e2-7c1a-7abc-8def-0123456789ab", "", "d").is_err());
+        assert!(NewToken::parse(0, "", "", "x").is_err());
+    }
+}

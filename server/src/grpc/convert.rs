@@ -1,0 +1,171 @@
+//! Conversions between the wire types of `vaxtrace.v1` and the domain. The proto crate cannot
+//! hold these because the domain types live in this crate.
+
+use chrono::{DateTime, Datelike as _, NaiveDate, Utc};
+use vaxtrace_proto::v1 as pb;
+
+use crate::app::IssuedToken;
+use crate::domain::catalog::{LotInput, ProductInput};
+use crate::domain::facility::{FacilityInput, StorageUnitInput};
+use crate::domain::{Facility, Lot, Product, StorageUnit, Token};
+
+/// A UTC instant on the wire.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+/// A calendar date on the wire.
+pub fn date(d: NaiveDate) -> pb::Date {
+    pb::Date { year: d.year(), month: i32::try_from(d.month()).unwrap_or(0), day: i32::try_from(d.day()).unwrap_or(0) }
+}
+
+/// A wire date as unvalidated parts.
+pub fn date_parts(d: Option<&pb::Date>) -> Option<(i32, i32, i32)> {
+    d.map(|d| (d.year, d.month, d.day))
+}
+
+impl From<Facility> for pb::Facility {
+    fn from(f: Facility) -> Self {
+        pb::Facility {
+            ancestor_ids: f.ancestor_ids(),
+            id: f.id,
+            parent_id: f.parent_id.unwrap_or_default(),
+            kind: f.kind.as_i32(),
+            code: f.code,
+            name: f.name,
+            gln: f.gln,
+            external_id: f.external_id,
+            latitude: f.latitude,
+            longitude: f.longitude,
+            active: f.active,
+            create_time: Some(timestamp(f.created_at)),
+            update_time: Some(timestamp(f.updated_at)),
+        }
+    }
+}
+
+/// The writable fields of a wire facility.
+pub fn facility_input(f: pb::Facility) -> FacilityInput {
+    FacilityInput {
+        parent_id: f.parent_id,
+        kind: f.kind,
+        code: f.code,
+        name: f.name,
+        gln: f.gln,
+        external_id: f.external_id,
+        latitude: f.latitude,
+        longitude: f.longitude,
+        active: f.active,
+    }
+}
+
+impl From<StorageUnit> for pb::StorageUnit {
+    fn from(u: StorageUnit) -> Self {
+        pb::StorageUnit {
+            id: u.id,
+            facility_id: u.facility_id,
+            kind: u.kind.as_i32(),
+            name: u.name,
+            temperature_profile: u.temperature_profile.as_i32(),
+            capacity_litres: u.capacity_litres,
+            active: u.active,
+            create_time: Some(timestamp(u.created_at)),
+            update_time: Some(timestamp(u.updated_at)),
+        }
+    }
+}
+
+/// The writable fields of a wire storage unit.
+pub fn storage_unit_input(u: pb::StorageUnit) -> StorageUnitInput {
+    StorageUnitInput {
+        facility_id: u.facility_id,
+        kind: u.kind,
+        name: u.name,
+        temperature_profile: u.temperature_profile,
+        capacity_litres: u.capacity_litres,
+        active: u.active,
+    }
+}
+
+impl From<Product> for pb::Product {
+    fn from(p: Product) -> Self {
+        pb::Product {
+            id: p.id,
+            code: p.code,
+            name: p.name,
+            vaccine: p.vaccine,
+            doses_per_vial: p.doses_per_vial,
+            presentation: p.presentation.as_i32(),
+            vvm_type: p.vvm_type.as_i32(),
+            temperature_profile: p.temperature_profile.as_i32(),
+            acceptable_wastage_bp: p.acceptable_wastage_bp,
+            multi_dose_vial_policy: p.multi_dose_vial_policy,
+            gtins: p.gtins,
+            active: p.active,
+            create_time: Some(timestamp(p.created_at)),
+            update_time: Some(timestamp(p.updated_at)),
+        }
+    }
+}
+
+/// The writable fields of a wire product.
+pub fn product_input(p: pb::Product) -> ProductInput {
+    ProductInput {
+        code: p.code,
+        name: p.name,
+        vaccine: p.vaccine,
+        doses_per_vial: p.doses_per_vial,
+        presentation: p.presentation,
+        vvm_type: p.vvm_type,
+        temperature_profile: p.temperature_profile,
+        acceptable_wastage_bp: p.acceptable_wastage_bp,
+        multi_dose_vial_policy: p.multi_dose_vial_policy,
+        gtins: p.gtins,
+        active: p.active,
+    }
+}
+
+impl From<Lot> for pb::Lot {
+    fn from(l: Lot) -> Self {
+        pb::Lot {
+            id: l.id,
+            product_id: l.product_id,
+            gtin: l.gtin,
+            lot_number: l.lot_number,
+            manufacturer: l.manufacturer,
+            expiry: Some(date(l.expiry)),
+            create_time: Some(timestamp(l.created_at)),
+        }
+    }
+}
+
+/// The writable fields of a wire lot.
+pub fn lot_input(l: pb::Lot) -> LotInput {
+    LotInput {
+        expiry: date_parts(l.expiry.as_ref()),
+        product_id: l.product_id,
+        gtin: l.gtin,
+        lot_number: l.lot_number,
+        manufacturer: l.manufacturer,
+    }
+}
+
+impl From<Token> for pb::Token {
+    fn from(t: Token) -> Self {
+        pb::Token {
+            id: t.id,
+            role: t.role.as_i32(),
+            scope_facility_id: t.scope_facility_id.unwrap_or_default(),
+            description: t.description,
+            create_time: Some(timestamp(t.created_at)),
+            revoke_time: t.revoked_at.map(timestamp),
+            device_id: t.device_id.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<IssuedToken> for pb::CreateTokenResponse {
+    fn from(t: IssuedToken) -> Self {
+        pb::CreateTokenResponse { token: Some(t.token.into()), secret: t.secret }
+    }
+}

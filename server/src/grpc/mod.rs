@@ -1,0 +1,45 @@
+//! Thin tonic services: authenticate, convert the request, call [`App`], convert the response.
+
+mod admin;
+mod catalog;
+pub mod convert;
+mod facility;
+pub mod status;
+
+use tonic::Status;
+use vaxtrace_proto::v1 as pb;
+
+use crate::app::App;
+use crate::domain::Caller;
+
+/// Largest accepted request message; larger ones are refused before decoding.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Resolves the request's bearer token to a caller.
+pub(crate) async fn caller<T>(app: &App, req: &tonic::Request<T>) -> Result<Caller, Status> {
+    let header = req
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Status::from(crate::error::Error::Unauthenticated))?;
+    let bearer = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).unwrap_or("");
+    Ok(app.authenticate(bearer.trim()).await?)
+}
+
+/// Every vaxtrace gRPC service, ready to be mounted.
+pub fn services(app: &App) -> tonic::service::Routes {
+    let mut b = tonic::service::Routes::builder();
+    b.add_service(
+        pb::facility_service_server::FacilityServiceServer::new(facility::FacilityApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        pb::catalog_service_server::CatalogServiceServer::new(catalog::CatalogApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    )
+    .add_service(
+        pb::admin_service_server::AdminServiceServer::new(admin::AdminApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    b.routes()
+}

@@ -1,0 +1,210 @@
+//! `vaxtrace-server`: serve the API, run the demo, migrate, issue tokens.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use vaxtrace_server::domain::{NewToken, Role};
+
+/// vaxtrace: a national vaccine supply-chain and cold-chain tracker.
+#[derive(Debug, Parser)]
+#[command(name = "vaxtrace-server", version, about)]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, env = "VAXTRACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter in `tracing` syntax, for example `info` or `vaxtrace_server=debug,sqlx=warn`.
+    #[arg(long, env = "VAXTRACE_LOG", default_value = "info,sqlx=warn,rumqttd=warn", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC, grpc-web and HTTP (/healthz, /metrics) on one port.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "VAXTRACE_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        /// Database: `sqlite://PATH` (created if missing), `sqlite::memory:` or `postgres://USER@HOST/DB`.
+        #[arg(long, env = "VAXTRACE_DATABASE_URL", default_value = "sqlite://vaxtrace.db", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Start a complete sample system on embedded defaults: SQLite, a seeded sample country.
+    Demo {
+        /// Directory for the demo's SQLite database (default: a new temporary directory).
+        #[arg(long, env = "VAXTRACE_DEMO_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Preferred address; when it is taken a free port on the same host is used and printed.
+        #[arg(long, env = "VAXTRACE_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+    },
+    /// Apply database migrations and exit (serve also applies them on start).
+    Migrate {
+        /// Database URL, as for `serve`.
+        #[arg(long, env = "VAXTRACE_DATABASE_URL", default_value = "sqlite://vaxtrace.db", hide_env_values = true)]
+        database_url: String,
+    },
+    /// Manage access tokens directly in the database.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token and print its secret once.
+    Create {
+        /// Database URL, as for `serve`.
+        #[arg(long, env = "VAXTRACE_DATABASE_URL", default_value = "sqlite://vaxtrace.db", hide_env_values = true)]
+        database_url: String,
+        /// Role: admin, national_officer, district_officer, depot_manager or device.
+        #[arg(long)]
+        role: String,
+        /// Scope facility id (required for every role but admin and national_officer).
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Device id, for device tokens.
+        #[arg(long, default_value = "")]
+        device_id: String,
+        /// Whose token this is.
+        #[arg(long)]
+        description: String,
+    },
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}://{user}:***@{}", &url[..s], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log)?;
+    match cli.command {
+        Command::Serve { listen, database_url } => {
+            tracing::info!(database = %redact(&database_url), "opening database");
+            let app = vaxtrace_server::open(&database_url).await.context("cannot open the database")?;
+            if let Some(t) = app.bootstrap_admin().await? {
+                // Printed to stdout, never logged: the only time this secret is shown.
+                println!(
+                    "Empty database: created the first admin token (shown once, store it safely):\n  {}",
+                    t.secret
+                );
+            }
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
+            println!("vaxtrace listening on {}", listener.local_addr()?);
+            vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
+        }
+        Command::Demo { data_dir, listen } => demo(data_dir, listen).await?,
+        Command::Migrate { database_url } => {
+            vaxtrace_server::open(&database_url).await.context("migration failed")?;
+            println!("database {} is up to date", redact(&database_url));
+        }
+        Command::Token { command: TokenCommand::Create { database_url, role, scope, device_id, description } } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role '{role}'; use admin, national_officer, district_officer, depot_manager or device")
+            })?;
+            let new = NewToken::parse(role.as_i32(), &scope, &device_id, &description)?;
+            let app = vaxtrace_server::open(&database_url).await.context("cannot open the database")?;
+            let t = app.create_token_local(&new).await?;
+            println!("token id {} ({}):\n{}", t.token.id, role.name(), t.secret);
+        }
+    }
+    Ok(())
+}
+
+async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+    let (dir, _guard) = match data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            (d, None)
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("vaxtrace-demo-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    let url = format!("sqlite://{}", dir.join("vaxtrace.db").display());
+    let app = vaxtrace_server::open(&url).await.context("cannot open the demo database")?;
+    app.bootstrap_admin().await?;
+    let (admin, caller) = vaxtrace_server::demo::demo_admin(&app).await?;
+    let seeded = vaxtrace_server::demo::seed(&app, &caller).await?;
+    // Port 50051 is often taken on a developer's machine; fall back to any free port.
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%listen, error = %e, "preferred address taken; using a free port");
+            TcpListener::bind(SocketAddr::new(listen.ip(), 0)).await?
+        }
+    };
+    let addr = listener.local_addr()?;
+    println!(
+        "\nvaxtrace demo is running.\n\
+         \n  gRPC + grpc-web + HTTP  http://{addr}\
+         \n  health                  http://{addr}/healthz\
+         \n  metrics                 http://{addr}/metrics\
+         \n  database                {url}\
+         \n  seeded                  {} facilities, {} storage units, {} products, {} lots{}\
+         \n\n  admin token (shown once): {}\
+         \n\n  try:  grpcurl -plaintext -H 'authorization: Bearer {}' {addr} vaxtrace.v1.FacilityService/ListFacilities\
+         \n\nPress Ctrl-C to stop.",
+        seeded.facilities,
+        seeded.storage_units,
+        seeded.products,
+        seeded.lots,
+        if seeded.facilities == 0 { " (already seeded)" } else { "" },
+        admin.secret,
+        admin.secret,
+    );
+    vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+        assert!(!redact("postgres://u:p@ss@h/db").contains("ss@h"));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,55 @@
+//! Process metrics in the Prometheus text format, kept as plain atomics (no registry crate needed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Shared counters; cloning shares them.
+#[derive(Debug, Clone)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    started: Instant,
+    grpc_requests: AtomicU64,
+    grpc_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics(Arc::new(Inner {
+            started: Instant::now(),
+            grpc_requests: AtomicU64::new(0),
+            grpc_errors: AtomicU64::new(0),
+        }))
+    }
+}
+
+impl Metrics {
+    /// Counts one gRPC call and whether it failed.
+    pub fn grpc_call(&self, failed: bool) {
+        self.0.grpc_requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.0.grpc_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let i = &self.0;
+        format!(
+            "# HELP vaxtrace_uptime_seconds Seconds since the server started.\n\
+             # TYPE vaxtrace_uptime_seconds gauge\n\
+             vaxtrace_uptime_seconds {}\n\
+             # HELP vaxtrace_grpc_requests_total gRPC calls answered.\n\
+             # TYPE vaxtrace_grpc_requests_total counter\n\
+             vaxtrace_grpc_requests_total {}\n\
+             # HELP vaxtrace_grpc_errors_total gRPC calls answered with a non-OK status.\n\
+             # TYPE vaxtrace_grpc_errors_total counter\n\
+             vaxtrace_grpc_errors_total {}\n",
+            i.started.elapsed().as_secs(),
+            i.grpc_requests.load(Ordering::Relaxed),
+            i.grpc_errors.load(Ordering::Relaxed),
+        )
+    }
+}

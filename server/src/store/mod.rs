@@ -1,0 +1,230 @@
+//! Storage: one [`Store`] trait, one implementation per engine, chosen at run time by the URL
+//! scheme. All SQL of the server lives under this module.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+
+use crate::domain::{
+    Facility, FacilityFilter, FacilityPatch, Idempotency, Lot, NewFacility, NewLot, NewProduct, NewStorageUnit,
+    NewToken, Page, PageRequest, Product, ProductPatch, StorageUnit, StorageUnitFilter, StorageUnitPatch, Token,
+};
+use crate::error::{Error, Result, reason};
+
+#[macro_use]
+mod common;
+pub mod postgres;
+pub mod sqlite;
+
+/// The database engine behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite (embedded default).
+    Sqlite,
+    /// PostgreSQL (production).
+    Postgres,
+}
+
+/// A token as stored: its description, its secret's hash and its scope's facility path.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    /// The description.
+    pub token: Token,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+    /// Materialized path of the scope facility, `/` for the whole tree.
+    pub scope_path: String,
+}
+
+/// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
+/// returns the first result and changes nothing.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The engine.
+    fn engine(&self) -> Engine;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Number of tokens ever issued (0 on a fresh database).
+    async fn count_tokens(&self) -> Result<i64>;
+    /// Looks a token up by id.
+    async fn find_token(&self, id: &str) -> Result<Option<StoredToken>>;
+    /// Stores a new token.
+    async fn insert_token(
+        &self,
+        idem: Option<&Idempotency>,
+        new: &NewToken,
+        id: &str,
+        secret_hash: &[u8],
+    ) -> Result<Token>;
+    /// Lists tokens by id.
+    async fn list_tokens(&self, include_revoked: bool, page: &PageRequest) -> Result<Page<Token>>;
+    /// Revokes a token; `None` when it does not exist.
+    async fn revoke_token(&self, idem: Option<&Idempotency>, id: &str) -> Result<Option<Token>>;
+
+    /// Reads a facility.
+    async fn get_facility(&self, id: &str) -> Result<Option<Facility>>;
+    /// Stores a new facility at `path` (its parent's path plus its own id).
+    async fn insert_facility(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        path: &str,
+        new: &NewFacility,
+    ) -> Result<Facility>;
+    /// Applies a patch; `None` when the facility does not exist.
+    async fn update_facility(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        patch: &FacilityPatch,
+    ) -> Result<Option<Facility>>;
+    /// Lists facilities under `scope_path` matching the filter, by id.
+    async fn list_facilities(
+        &self,
+        scope_path: &str,
+        filter: &FacilityFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Facility>>;
+
+    /// Reads a storage unit with its facility's path.
+    async fn get_storage_unit(&self, id: &str) -> Result<Option<(StorageUnit, String)>>;
+    /// Stores a new storage unit.
+    async fn insert_storage_unit(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        new: &NewStorageUnit,
+    ) -> Result<StorageUnit>;
+    /// Applies a patch; `None` when the unit does not exist.
+    async fn update_storage_unit(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        patch: &StorageUnitPatch,
+    ) -> Result<Option<StorageUnit>>;
+    /// Lists storage units at facilities under `scope_path`.
+    async fn list_storage_units(
+        &self,
+        scope_path: &str,
+        filter: &StorageUnitFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StorageUnit>>;
+
+    /// Reads a product.
+    async fn get_product(&self, id: &str) -> Result<Option<Product>>;
+    /// Stores a new product.
+    async fn insert_product(&self, idem: Option<&Idempotency>, id: &str, new: &NewProduct) -> Result<Product>;
+    /// Applies a patch; `None` when the product does not exist.
+    async fn update_product(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        patch: &ProductPatch,
+    ) -> Result<Option<Product>>;
+    /// Lists products by id.
+    async fn list_products(&self, include_inactive: bool, page: &PageRequest) -> Result<Page<Product>>;
+
+    /// Reads a lot.
+    async fn get_lot(&self, id: &str) -> Result<Option<Lot>>;
+    /// Stores a new lot.
+    async fn insert_lot(&self, idem: Option<&Idempotency>, id: &str, new: &NewLot) -> Result<Lot>;
+    /// Lists lots by id, optionally of one product and expiring on or before a date.
+    async fn list_lots(
+        &self,
+        product_id: Option<&str>,
+        expires_before: Option<NaiveDate>,
+        page: &PageRequest,
+    ) -> Result<Page<Lot>>;
+}
+
+/// Opens the store named by `url` (`sqlite://…`, `sqlite::memory:`, `postgres://…`) and migrates it.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        Err(Error::invalid("database_url", "must start with sqlite: or postgres://"))
+    }
+}
+
+/// The exclusive upper bound of a path-prefix range: every path starting with `prefix` (which
+/// ends in '/') sorts in `[prefix, upper)` byte-wise, because '0' is the byte after '/'.
+pub(crate) fn path_upper(prefix: &str) -> String {
+    let mut s = prefix.strip_suffix('/').unwrap_or(prefix).to_owned();
+    s.push('0');
+    s
+}
+
+/// Escapes LIKE wildcards in user text and wraps it for a substring match.
+pub(crate) fn like_contains(text: &str) -> String {
+    let mut s = String::with_capacity(text.len() + 2);
+    s.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('%');
+    s
+}
+
+/// Maps a unique-constraint violation to the domain's ALREADY_EXISTS, naming what clashed.
+pub(crate) fn map_unique(e: sqlx::Error) -> Error {
+    let Some(db) = e.as_database_error() else { return e.into() };
+    if !db.is_unique_violation() {
+        return e.into();
+    }
+    // SQLite names "table.column", PostgreSQL the constraint; match either.
+    let msg = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+    let has = |needle: &str| msg.contains(needle);
+    if has("one_national") || has("facilities.kind") {
+        Error::exists(reason::NATIONAL_STORE_EXISTS, "a national store already exists")
+    } else if has("facilities_code") || has("facilities.code") {
+        Error::exists(reason::DUPLICATE_CODE, "a facility with this code already exists")
+    } else if has("storage_units_name") || has("storage_units.") {
+        Error::exists(reason::DUPLICATE_NAME, "the facility already has a storage unit with this name")
+    } else if has("products_code") || has("products.code") {
+        Error::exists(reason::DUPLICATE_CODE, "a product with this code already exists")
+    } else if has("product_gtins") {
+        Error::exists(reason::DUPLICATE_GTIN, "a GTIN already belongs to another product")
+    } else if has("lots_number") || has("lots.") {
+        Error::exists(reason::DUPLICATE_LOT, "the product already has a lot with this number")
+    } else {
+        Error::exists(reason::DUPLICATE_CODE, "the object already exists")
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Error::Unavailable(e.to_string())
+            }
+            other => Error::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("stored idempotent response: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_ranges() {
+        assert_eq!(path_upper("/"), "0");
+        assert_eq!(path_upper("/a/b/"), "/a/b0");
+        assert!("/a/b/c/".as_bytes() < path_upper("/a/b/").as_bytes());
+        assert!("/a/bc/".as_bytes() > path_upper("/a/b/").as_bytes());
+        assert_eq!(like_contains("5%_x"), "%5\\%\\_x%");
+    }
+}

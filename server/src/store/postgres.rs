@@ -1,0 +1,70 @@
+//! PostgreSQL: production storage, shared by any number of server replicas.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+/// Migrations in order; each runs once, in a transaction, under an advisory lock so replicas
+/// starting together do not race.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_foundation.sql"))];
+
+/// Arbitrary constant naming vaxtrace's migration lock.
+const MIGRATION_LOCK: i64 = 0x7661_7874_7261_6365;
+
+/// The PostgreSQL implementation of [`crate::store::Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    const ENGINE: crate::store::Engine = crate::store::Engine::Postgres;
+
+    /// Connects to `url` (which may set `options=-c search_path=…`) and migrates.
+    pub async fn connect(url: &str) -> crate::error::Result<Self> {
+        let opts: PgConnectOptions =
+            url.parse().map_err(|e: sqlx::Error| crate::error::Error::invalid("database_url", e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Row locks (`FOR UPDATE`) serialize conflicting writers; READ COMMITTED is enough.
+    async fn begin_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn migrate(&self) -> crate::error::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_none() {
+                tracing::info!(version, "applying PostgreSQL migration");
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(chrono::Utc::now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

@@ -1,0 +1,79 @@
+//! SQLite: the zero-setup default (a WAL file, or `sqlite::memory:` for throwaway runs).
+
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+/// Migrations in order; each runs once, in a transaction.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+
+/// The SQLite implementation of [`crate::store::Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    const ENGINE: crate::store::Engine = crate::store::Engine::Sqlite;
+
+    /// Opens (creating if needed) and migrates the database at `url`.
+    pub async fn connect(url: &str) -> crate::error::Result<Self> {
+        let memory = url.contains(":memory:") || url.contains("mode=memory");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| crate::error::Error::invalid("database_url", e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            // NORMAL in WAL mode is durable across application crashes; only an OS crash or power
+            // loss may lose the last transactions, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // Each in-memory connection would be its own database: keep exactly one, forever.
+        let pool = if memory {
+            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        }
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(opts)
+        .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Write transactions take the write lock up front, so two writers never deadlock upgrading
+    /// a read lock (SQLITE_BUSY mid-transaction).
+    async fn begin_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn migrate(&self) -> crate::error::Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (version, sql) in MIGRATIONS {
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_none() {
+                tracing::info!(version, "applying SQLite migration");
+                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                    .bind(version)
+                    .bind(chrono::Utc::now())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

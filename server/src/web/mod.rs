@@ -1,0 +1,38 @@
+//! Plain HTTP on the gRPC port: `/healthz` and `/metrics` (Prometheus text format).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::app::App;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone)]
+struct WebState {
+    app: App,
+    metrics: Metrics,
+}
+
+/// The HTTP routes.
+pub fn router(app: App, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(WebState { app, metrics })
+}
+
+async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
+    match s.app.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+        }
+    }
+}
+
+async fn metrics_text(State(s): State<WebState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
