@@ -19,9 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(env::var("OUT_DIR")?);
     // Reflection serves this descriptor set, so grpcurl works without the .proto files.
     fs::write(out.join("vaxtrace_descriptor.bin"), fds.encode_to_vec())?;
+    let grpc = env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
+        .build_client(grpc)
+        .build_server(grpc)
         .emit_rerun_if_changed(false)
         .compile_fds(fds)?;
     Ok(())

@@ -3,7 +3,7 @@
 /// Generated code of package `vaxtrace.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic, missing_debug_implementations)]
 pub mod v1 {
-    tonic::include_proto!("vaxtrace.v1");
+    include!(concat!(env!("OUT_DIR"), "/vaxtrace.v1.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every vaxtrace proto, served by gRPC reflection.

@@ -79,6 +79,8 @@ pub enum Error {
     PermissionDenied,
     /// The storage backend is unreachable or timed out.
     Unavailable(String),
+    /// The capability exists in the API but not in this release.
+    Unimplemented(String),
     /// A bug or an unexpected backend failure; the text is logged, never sent.
     Internal(String),
 }
@@ -124,9 +126,62 @@ impl fmt::Display for Error {
             Error::Unauthenticated => f.write_str("unauthenticated"),
             Error::PermissionDenied => f.write_str("permission denied"),
             Error::Unavailable(m) => write!(f, "unavailable: {m}"),
+            Error::Unimplemented(m) => write!(f, "not implemented: {m}"),
             Error::Internal(m) => write!(f, "internal: {m}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// A refusal as kept under an idempotency key, so a retried request gets the same answer even
+/// if the stock has changed since.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorRecord {
+    kind: String,
+    reason: String,
+    field: String,
+    message: String,
+}
+
+/// Reasons as `'static` strings: records come back from the database, and the set of reasons our
+/// code ever writes is small and fixed, so each distinct one is leaked at most once.
+fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut seen = SEEN.get_or_init(|| Mutex::new(HashSet::new())).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(r) = seen.get(s) {
+        return r;
+    }
+    let r: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    seen.insert(r);
+    r
+}
+
+impl Error {
+    /// The record of a final refusal; `None` for transient failures, which a retry may overcome.
+    pub fn to_record(&self) -> Option<ErrorRecord> {
+        let (kind, reason, field, message) = match self {
+            Error::InvalidArgument { field, reason, message } => ("invalid", *reason, field.clone(), message.clone()),
+            Error::NotFound { reason, message } => ("not_found", *reason, String::new(), message.clone()),
+            Error::AlreadyExists { reason, message } => ("exists", *reason, String::new(), message.clone()),
+            Error::FailedPrecondition { reason, message } => ("precondition", *reason, String::new(), message.clone()),
+            Error::PermissionDenied => ("permission", reason::PERMISSION_DENIED, String::new(), String::new()),
+            _ => return None,
+        };
+        Some(ErrorRecord { kind: kind.into(), reason: reason.into(), field, message })
+    }
+
+    /// The refusal a record describes.
+    pub fn from_record(r: &ErrorRecord) -> Error {
+        let reason = intern(&r.reason);
+        match r.kind.as_str() {
+            "invalid" => Error::InvalidArgument { field: r.field.clone(), reason, message: r.message.clone() },
+            "not_found" => Error::NotFound { reason, message: r.message.clone() },
+            "exists" => Error::AlreadyExists { reason, message: r.message.clone() },
+            "precondition" => Error::FailedPrecondition { reason, message: r.message.clone() },
+            _ => Error::PermissionDenied,
+        }
+    }
+}

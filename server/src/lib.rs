@@ -33,7 +33,12 @@ pub async fn serve(
     let metrics = Metrics::default();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-    for name in ["vaxtrace.v1.FacilityService", "vaxtrace.v1.CatalogService", "vaxtrace.v1.AdminService"] {
+    for name in [
+        "vaxtrace.v1.FacilityService",
+        "vaxtrace.v1.CatalogService",
+        "vaxtrace.v1.AdminService",
+        "vaxtrace.v1.StockService",
+    ] {
         health.set_service_status(name, tonic_health::ServingStatus::Serving).await;
     }
     let reflection = tonic_reflection::server::Builder::configure()

@@ -74,6 +74,11 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on 127.0.0.1:0 with a fresh database.
     pub async fn start(db: TestDb) -> TestServer {
+        // Server logs show up under a failing test (libtest captures them otherwise).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("VAXTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .try_init();
         let url = db.url().await;
         let app = vaxtrace_server::open(&url).await.expect("open test database");
         let admin = app.bootstrap_admin().await.expect("bootstrap").expect("fresh database has no token");

@@ -92,6 +92,12 @@ pub enum Action {
     ManageTokens,
     /// Ask who one is.
     WhoAmI,
+    /// Read balances, the ledger, shipments and reports.
+    ReadStock,
+    /// Receive, ship, transfer, adjust, count and report sessions.
+    WriteStock,
+    /// Set min/max stock policies.
+    SetPolicies,
 }
 
 impl Caller {
@@ -117,6 +123,9 @@ impl Caller {
             }
             Action::WriteCatalog => matches!(self.role, Admin | NationalOfficer),
             Action::ManageTokens => self.role == Admin,
+            Action::ReadStock => self.role != Device,
+            Action::WriteStock => matches!(self.role, Admin | NationalOfficer | DistrictOfficer | DepotManager),
+            Action::SetPolicies => matches!(self.role, Admin | NationalOfficer | DistrictOfficer),
         };
         if allowed { Ok(()) } else { Err(Error::PermissionDenied) }
     }

@@ -270,7 +270,7 @@ pub struct NewLot {
 }
 
 /// Raw lot fields.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LotInput {
     /// Product id.
     pub product_id: String,

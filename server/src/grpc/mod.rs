@@ -5,6 +5,7 @@ mod catalog;
 pub mod convert;
 mod facility;
 pub mod status;
+mod stock;
 
 use tonic::Status;
 use vaxtrace_proto::v1 as pb;
@@ -39,6 +40,10 @@ pub fn services(app: &App) -> tonic::service::Routes {
     )
     .add_service(
         pb::admin_service_server::AdminServiceServer::new(admin::AdminApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    b.add_service(
+        pb::stock_service_server::StockServiceServer::new(stock::StockApi(app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     );
     b.routes()

@@ -55,6 +55,7 @@ impl From<Error> for Status {
                 tracing::warn!(%detail, "storage unavailable");
                 with_info(Code::Unavailable, "storage is unavailable; retry later".into(), reason::UNAVAILABLE, none())
             }
+            Error::Unimplemented(what) => with_info(Code::Unimplemented, what, "UNIMPLEMENTED", none()),
             Error::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 with_info(Code::Internal, "internal error; see the server log".into(), reason::INTERNAL, none())

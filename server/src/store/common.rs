@@ -158,7 +158,16 @@ macro_rules! sql_store_common {
                 ));
             }
             let response: String = row.try_get("response")?;
+            if let Ok(refused) = serde_json::from_str::<RefusalEnvelope>(&response) {
+                return Err(Error::from_record(&refused.refused));
+            }
             Ok(Claim::Replay(serde_json::from_str(&response)?))
+        }
+
+        #[derive(serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RefusalEnvelope {
+            refused: $crate::error::ErrorRecord,
         }
 
         /// Records the result under the claimed key, in the same transaction as the change.
@@ -218,6 +227,24 @@ macro_rules! sql_store_common {
 
             async fn ping(&self) -> Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<()> {
+                let Some(record) = e.to_record() else { return Ok(()) };
+                let response = serde_json::to_string(&RefusalEnvelope { refused: record })?;
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(&idem.token_id)
+                .bind(&idem.request_id)
+                .bind(idem.method)
+                .bind(&idem.fingerprint)
+                .bind(response)
+                .bind(d::now())
+                .execute(&self.pool)
+                .await?;
                 Ok(())
             }
 

@@ -6,6 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::NaiveDate;
 
+use crate::domain::stock::{
+    EntryFilter, LedgerEntry, LotInfo, Operation, SessionReport, Shipment, ShipmentState, StockFilter, StockItem,
+    StockPolicy,
+};
 use crate::domain::{
     Facility, FacilityFilter, FacilityPatch, Idempotency, Lot, NewFacility, NewLot, NewProduct, NewStorageUnit,
     NewToken, Page, PageRequest, Product, ProductPatch, StorageUnit, StorageUnitFilter, StorageUnitPatch, Token,
@@ -14,6 +18,8 @@ use crate::error::{Error, Result, reason};
 
 #[macro_use]
 mod common;
+#[macro_use]
+mod stock_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -40,12 +46,14 @@ pub struct StoredToken {
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: StockStore + Send + Sync + std::fmt::Debug + 'static {
     /// The engine.
     fn engine(&self) -> Engine;
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
+    /// Remembers a final refusal under an idempotency key, so a retry gets the same answer.
+    async fn record_refusal(&self, idem: &Idempotency, e: &Error) -> Result<()>;
     /// Number of tokens ever issued (0 on a fresh database).
     async fn count_tokens(&self) -> Result<i64>;
     /// Looks a token up by id.
@@ -139,6 +147,66 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Page<Lot>>;
 }
 
+/// The stock ledger's storage.
+#[async_trait]
+pub trait StockStore: Send + Sync {
+    /// A product's lot by number.
+    async fn find_lot(&self, product_id: &str, lot_number: &str) -> Result<Option<Lot>>;
+    /// A lot with its product's doses per vial.
+    async fn lot_info(&self, lot_id: &str) -> Result<Option<LotInfo>>;
+    /// Writes an operation's entries atomically; balances change in the same transaction.
+    async fn post(&self, idem: Option<&Idempotency>, op: &Operation) -> Result<Vec<LedgerEntry>>;
+    /// One entry with its facility's path.
+    async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>>;
+    /// The entries one operation wrote, in order.
+    async fn operation_entries(&self, operation_id: &str) -> Result<Vec<LedgerEntry>>;
+    /// Balances under `scope_path`, by (unit, lot).
+    async fn list_stock(&self, scope_path: &str, f: &StockFilter, page: &PageRequest) -> Result<Page<StockItem>>;
+    /// Every balance of a facility (optionally one product), for allocation.
+    async fn facility_stock(&self, facility_id: &str, product_id: Option<&str>) -> Result<Vec<StockItem>>;
+    /// Ledger entries under `scope_path`.
+    async fn list_entries(&self, scope_path: &str, f: &EntryFilter, page: &PageRequest) -> Result<Page<LedgerEntry>>;
+    /// Stores a new shipment.
+    async fn insert_shipment(&self, idem: Option<&Idempotency>, s: &Shipment) -> Result<Shipment>;
+    /// Reads a shipment.
+    async fn get_shipment(&self, id: &str) -> Result<Option<Shipment>>;
+    /// Moves a shipment on from state `from` (checked under a lock) and writes its entries.
+    async fn advance_shipment(
+        &self,
+        idem: Option<&Idempotency>,
+        from: ShipmentState,
+        s: &Shipment,
+        op: &Operation,
+    ) -> Result<Shipment>;
+    /// Shipments from or to facilities under `scope_path`, newest first.
+    async fn list_shipments(
+        &self,
+        scope_path: &str,
+        facility_id: Option<&str>,
+        direction: i32,
+        states: &[i32],
+        page: &PageRequest,
+    ) -> Result<Page<Shipment>>;
+    /// Stores a session report with its entries; consumes kept vials opened on or after `reuse_from`.
+    async fn insert_session_report(
+        &self,
+        idem: Option<&Idempotency>,
+        r: &SessionReport,
+        op: &Operation,
+        reuse_from: NaiveDate,
+    ) -> Result<SessionReport>;
+    /// Sets (or, with min = max = 0, deletes) a policy.
+    async fn set_policy(&self, idem: Option<&Idempotency>, p: &StockPolicy) -> Result<StockPolicy>;
+    /// Policies under `scope_path`.
+    async fn list_policies(
+        &self,
+        scope_path: &str,
+        facility_id: Option<&str>,
+        product_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<StockPolicy>>;
+}
+
 /// Opens the store named by `url` (`sqlite://…`, `sqlite::memory:`, `postgres://…`) and migrates it.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
@@ -191,6 +259,8 @@ pub(crate) fn map_unique(e: sqlx::Error) -> Error {
         Error::exists(reason::DUPLICATE_CODE, "a product with this code already exists")
     } else if has("product_gtins") {
         Error::exists(reason::DUPLICATE_GTIN, "a GTIN already belongs to another product")
+    } else if has("reversal") || has("reverses_entry_id") {
+        Error::precondition(crate::domain::stock::ALREADY_REVERSED, "the entry has already been reversed")
     } else if has("lots_number") || has("lots.") {
         Error::exists(reason::DUPLICATE_LOT, "the product already has a lot with this number")
     } else {

@@ -6,7 +6,10 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 /// Migrations in order; each runs once, in a transaction, under an advisory lock so replicas
 /// starting together do not race.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
+    (2, include_str!("../../migrations/postgres/0002_stock.sql")),
+];
 
 /// Arbitrary constant naming vaxtrace's migration lock.
 const MIGRATION_LOCK: i64 = 0x7661_7874_7261_6365;
@@ -19,6 +22,8 @@ pub struct PgStore {
 
 impl PgStore {
     const ENGINE: crate::store::Engine = crate::store::Engine::Postgres;
+    /// Row locks serialize writers of the same balance or shipment.
+    const LOCK: &str = " FOR UPDATE";
 
     /// Connects to `url` (which may set `options=-c search_path=…`) and migrates.
     pub async fn connect(url: &str) -> crate::error::Result<Self> {
@@ -68,3 +73,4 @@ impl PgStore {
 }
 
 sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

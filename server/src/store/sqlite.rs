@@ -6,7 +6,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 /// Migrations in order; each runs once, in a transaction.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_foundation.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
+    (2, include_str!("../../migrations/sqlite/0002_stock.sql")),
+];
 
 /// The SQLite implementation of [`crate::store::Store`].
 #[derive(Debug, Clone)]
@@ -16,6 +19,8 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     const ENGINE: crate::store::Engine = crate::store::Engine::Sqlite;
+    /// SQLite has no row locks; IMMEDIATE transactions already serialize writers.
+    const LOCK: &str = "";
 
     /// Opens (creating if needed) and migrates the database at `url`.
     pub async fn connect(url: &str) -> crate::error::Result<Self> {
@@ -77,3 +82,4 @@ impl SqliteStore {
 }
 
 sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

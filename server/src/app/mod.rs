@@ -13,6 +13,8 @@ use crate::domain::{
 use crate::error::{Error, Result, reason};
 use crate::store::Store;
 
+pub mod stock;
+
 /// The application: a store and the rules around it.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -32,6 +34,17 @@ impl App {
     /// Wraps a store.
     pub fn new(store: Arc<dyn Store>) -> Self {
         App { store }
+    }
+
+    /// Passes a store result through, remembering a final refusal under the request's key: a
+    /// retried request_id then gets the same refusal instead of running against changed stock.
+    pub(crate) async fn remember<T>(&self, idem: Option<&Idempotency>, r: Result<T>) -> Result<T> {
+        if let (Err(e), Some(k)) = (&r, idem)
+            && let Err(rec) = self.store.record_refusal(k, e).await
+        {
+            tracing::warn!(error = %rec, "could not record a refused request");
+        }
+        r
     }
 
     /// The store, for health checks.

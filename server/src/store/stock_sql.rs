@@ -1,0 +1,669 @@
+//! The stock ledger's SQL, shared by both engines like `common.rs` (expanded after it, so it uses
+//! its row helpers and idempotency claims). Row locks come from the engine's `LOCK` suffix.
+
+pub(crate) const ENTRY_COLS: &str = "e.sequence, e.id, e.operation_id, e.storage_unit_id, e.facility_id, e.lot_id, \
+     e.product_id, e.kind, e.quantity_vials, e.doses, e.quarantined_change, e.adjustment_reason, e.discrepancy_reason, \
+     e.comment, e.actor, e.time, e.request_id, e.shipment_id, e.session_report_id, e.reverses_entry_id, \
+     e.physical_count_id, e.exposure_id, e.balance_after_vials, CAST(p.doses_per_vial AS BIGINT) AS doses_per_vial, r.id AS reversed_by";
+pub(crate) const ENTRY_FROM: &str = "ledger_entries e JOIN products p ON p.id = e.product_id \
+     LEFT JOIN ledger_entries r ON r.reverses_entry_id = e.id";
+pub(crate) const STOCK_COLS: &str = "b.storage_unit_id, u.facility_id, b.lot_id, l.lot_number, l.product_id, \
+     CAST(p.doses_per_vial AS BIGINT) AS doses_per_vial, l.expiry, b.vials, b.quarantined_vials, b.vvm_stage, b.updated_at";
+pub(crate) const STOCK_FROM: &str = "stock_balances b JOIN storage_units u ON u.id = b.storage_unit_id \
+     JOIN facilities f ON f.id = u.facility_id JOIN lots l ON l.id = b.lot_id JOIN products p ON p.id = l.product_id";
+pub(crate) const SHIPMENT_COLS: &str = "s.id, s.from_facility_id, s.to_facility_id, s.state, s.lines, s.reference, \
+     s.comment, s.expected_arrival, s.created_at, s.dispatched_at, s.received_at, s.cancelled_at, s.created_by, \
+     s.dispatched_by, s.received_by, s.cancelled_by, s.cancel_comment";
+
+macro_rules! sql_stock_store {
+    ($Store:ty, $Db:ty, $Row:ty) => {
+        use std::collections::BTreeMap;
+
+        use $crate::domain::stock::{self as st, BalanceState, EntryDraft, LedgerEntry, Operation, StockItem};
+        use $crate::store::stock_sql::*;
+
+        fn entry_row(r: &$Row) -> Result<LedgerEntry> {
+            let kind: i32 = r.try_get("kind")?;
+            Ok(LedgerEntry {
+                id: r.try_get("id")?,
+                sequence: r.try_get("sequence")?,
+                operation_id: r.try_get("operation_id")?,
+                draft: EntryDraft {
+                    storage_unit_id: r.try_get("storage_unit_id")?,
+                    facility_id: r.try_get("facility_id")?,
+                    lot_id: r.try_get("lot_id")?,
+                    product_id: r.try_get("product_id")?,
+                    doses_per_vial: r.try_get("doses_per_vial")?,
+                    kind: decode_enum(kind, "entry kind", st::EntryKind::from_i32)?,
+                    quantity_vials: r.try_get("quantity_vials")?,
+                    quarantined_change: r.try_get("quarantined_change")?,
+                    draws_available: false,
+                    adjustment_reason: r.try_get("adjustment_reason")?,
+                    discrepancy_reason: r.try_get("discrepancy_reason")?,
+                    comment: r.try_get("comment")?,
+                    shipment_id: r.try_get("shipment_id")?,
+                    session_report_id: r.try_get("session_report_id")?,
+                    reverses_entry_id: r.try_get("reverses_entry_id")?,
+                    physical_count_id: r.try_get("physical_count_id")?,
+                    exposure_id: r.try_get("exposure_id")?,
+                    count_to: None,
+                },
+                doses: r.try_get("doses")?,
+                actor: r.try_get("actor")?,
+                time: r.try_get("time")?,
+                request_id: r.try_get("request_id")?,
+                balance_after_vials: r.try_get("balance_after_vials")?,
+                reversed_by: r.try_get("reversed_by")?,
+            })
+        }
+
+        fn stock_row(r: &$Row) -> Result<StockItem> {
+            Ok(StockItem {
+                storage_unit_id: r.try_get("storage_unit_id")?,
+                facility_id: r.try_get("facility_id")?,
+                lot_id: r.try_get("lot_id")?,
+                lot_number: r.try_get("lot_number")?,
+                product_id: r.try_get("product_id")?,
+                doses_per_vial: r.try_get("doses_per_vial")?,
+                expiry: r.try_get("expiry")?,
+                balance: BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? },
+                vvm_stage: r.try_get("vvm_stage")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        }
+
+        fn shipment_row(r: &$Row) -> Result<st::Shipment> {
+            let lines: String = r.try_get("lines")?;
+            Ok(st::Shipment {
+                id: r.try_get("id")?,
+                from_facility_id: r.try_get("from_facility_id")?,
+                to_facility_id: r.try_get("to_facility_id")?,
+                state: decode_enum(r.try_get("state")?, "shipment state", st::ShipmentState::from_i32)?,
+                lines: serde_json::from_str(&lines)?,
+                reference: r.try_get("reference")?,
+                comment: r.try_get("comment")?,
+                expected_arrival: r.try_get("expected_arrival")?,
+                created_at: r.try_get("created_at")?,
+                dispatched_at: r.try_get("dispatched_at")?,
+                received_at: r.try_get("received_at")?,
+                cancelled_at: r.try_get("cancelled_at")?,
+                created_by: r.try_get("created_by")?,
+                dispatched_by: r.try_get("dispatched_by")?,
+                received_by: r.try_get("received_by")?,
+                cancelled_by: r.try_get("cancelled_by")?,
+                cancel_comment: r.try_get("cancel_comment")?,
+            })
+        }
+
+        fn policy_row(r: &$Row) -> Result<st::StockPolicy> {
+            Ok(st::StockPolicy {
+                facility_id: r.try_get("facility_id")?,
+                product_id: r.try_get("product_id")?,
+                min_doses: r.try_get("min_doses")?,
+                max_doses: r.try_get("max_doses")?,
+                updated_at: r.try_get("updated_at")?,
+                updated_by: r.try_get("updated_by")?,
+            })
+        }
+
+        /// Writes an operation inside `tx`: locks every touched balance in key order (so two
+        /// operations never deadlock), applies the domain rule to each entry in order, then
+        /// writes the entries and the new balances.
+        async fn post_in(tx: &mut Tx<'_>, op: &Operation) -> Result<Vec<LedgerEntry>> {
+            let now = d::now();
+            let mut balances: BTreeMap<(String, String), BalanceState> = BTreeMap::new();
+            for dr in &op.drafts {
+                if let Some(u) = &dr.storage_unit_id {
+                    balances.insert((u.clone(), dr.lot_id.clone()), BalanceState::default());
+                }
+            }
+            let lock_sql = format!(
+                "SELECT vials, quarantined_vials FROM stock_balances WHERE storage_unit_id = $1 AND lot_id = $2{}",
+                <$Store>::LOCK
+            );
+            for ((unit, lot), state) in balances.iter_mut() {
+                sqlx::query(
+                    "INSERT INTO stock_balances (storage_unit_id, lot_id, vials, quarantined_vials, vvm_stage, updated_at) \
+                     VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(unit)
+                .bind(lot)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                let r = sqlx::query(sqlx::AssertSqlSafe(lock_sql.clone())).bind(unit).bind(lot).fetch_one(&mut **tx).await?;
+                *state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
+            }
+            let mut out = Vec::with_capacity(op.drafts.len());
+            for dr in &op.drafts {
+                let mut dr = dr.clone();
+                let after = match &dr.storage_unit_id {
+                    Some(u) => {
+                        let key = (u.clone(), dr.lot_id.clone());
+                        let before = balances.get(&key).copied().unwrap_or_default();
+                        if dr.resolve_count(before).is_none() {
+                            continue;
+                        }
+                        let after = st::apply(before, &dr)?;
+                        balances.insert(key, after);
+                        after.vials
+                    }
+                    None => 0,
+                };
+                let id = d::new_id();
+                let doses = dr.quantity_vials * dr.doses_per_vial;
+                let sequence: i64 = sqlx::query_scalar(
+                    "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
+                     quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
+                     request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
+                     balance_after_vials) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+                     $17, $18, $19, $20, $21, $22) RETURNING sequence",
+                )
+                .bind(&id)
+                .bind(&op.id)
+                .bind(&dr.storage_unit_id)
+                .bind(&dr.facility_id)
+                .bind(&dr.lot_id)
+                .bind(&dr.product_id)
+                .bind(dr.kind.as_i32())
+                .bind(dr.quantity_vials)
+                .bind(doses)
+                .bind(dr.quarantined_change)
+                .bind(dr.adjustment_reason)
+                .bind(dr.discrepancy_reason)
+                .bind(&dr.comment)
+                .bind(&op.actor)
+                .bind(now)
+                .bind(&op.request_id)
+                .bind(&dr.shipment_id)
+                .bind(&dr.session_report_id)
+                .bind(&dr.reverses_entry_id)
+                .bind(&dr.physical_count_id)
+                .bind(&dr.exposure_id)
+                .bind(after)
+                .fetch_one(&mut **tx)
+                .await
+                .map_err($crate::store::map_unique)?;
+                out.push(LedgerEntry {
+                    id,
+                    sequence,
+                    operation_id: op.id.clone(),
+                    draft: EntryDraft { draws_available: false, count_to: None, ..dr },
+                    doses,
+                    actor: op.actor.clone(),
+                    time: now,
+                    request_id: op.request_id.clone(),
+                    balance_after_vials: after,
+                    reversed_by: None,
+                });
+            }
+            for ((unit, lot), b) in &balances {
+                sqlx::query(
+                    "UPDATE stock_balances SET vials = $1, quarantined_vials = $2, updated_at = $3 \
+                     WHERE storage_unit_id = $4 AND lot_id = $5",
+                )
+                .bind(b.vials)
+                .bind(b.quarantined)
+                .bind(now)
+                .bind(unit)
+                .bind(lot)
+                .execute(&mut **tx)
+                .await?;
+            }
+            for (unit, lot, stage) in &op.vvm {
+                sqlx::query(
+                    "UPDATE stock_balances SET vvm_stage = CASE WHEN vvm_stage < $1 THEN $1 ELSE vvm_stage END \
+                     WHERE storage_unit_id = $2 AND lot_id = $3",
+                )
+                .bind(*stage)
+                .bind(unit)
+                .bind(lot)
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(out)
+        }
+
+        async fn write_shipment(tx: &mut Tx<'_>, s: &st::Shipment, insert: bool) -> Result<()> {
+            let sql = if insert {
+                "INSERT INTO shipments (from_facility_id, to_facility_id, state, lines, reference, comment, expected_arrival, \
+                 created_at, dispatched_at, received_at, cancelled_at, created_by, dispatched_by, received_by, cancelled_by, \
+                 cancel_comment, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            } else {
+                "UPDATE shipments SET from_facility_id = $1, to_facility_id = $2, state = $3, lines = $4, reference = $5, \
+                 comment = $6, expected_arrival = $7, created_at = $8, dispatched_at = $9, received_at = $10, \
+                 cancelled_at = $11, created_by = $12, dispatched_by = $13, received_by = $14, cancelled_by = $15, \
+                 cancel_comment = $16 WHERE id = $17"
+            };
+            sqlx::query(sql)
+                .bind(&s.from_facility_id)
+                .bind(&s.to_facility_id)
+                .bind(s.state.as_i32())
+                .bind(serde_json::to_string(&s.lines)?)
+                .bind(&s.reference)
+                .bind(&s.comment)
+                .bind(s.expected_arrival)
+                .bind(s.created_at)
+                .bind(s.dispatched_at)
+                .bind(s.received_at)
+                .bind(s.cancelled_at)
+                .bind(&s.created_by)
+                .bind(&s.dispatched_by)
+                .bind(&s.received_by)
+                .bind(&s.cancelled_by)
+                .bind(&s.cancel_comment)
+                .bind(&s.id)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::StockStore for $Store {
+            async fn find_lot(&self, product_id: &str, lot_number: &str) -> Result<Option<Lot>> {
+                let sql = format!("SELECT {LOT_COLS} FROM lots WHERE product_id = $1 AND lot_number = $2");
+                let row =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(product_id).bind(lot_number).fetch_optional(&self.pool).await?;
+                row.as_ref().map(lot_row).transpose()
+            }
+
+            async fn lot_info(&self, lot_id: &str) -> Result<Option<st::LotInfo>> {
+                let row = sqlx::query(
+                    "SELECT l.id, l.product_id, l.expiry, p.doses_per_vial FROM lots l JOIN products p ON p.id = l.product_id \
+                     WHERE l.id = $1",
+                )
+                .bind(lot_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                match row {
+                    Some(r) => Ok(Some(st::LotInfo {
+                        lot_id: r.try_get("id")?,
+                        product_id: r.try_get("product_id")?,
+                        doses_per_vial: i64::from(r.try_get::<i32, _>("doses_per_vial")?),
+                        expiry: r.try_get("expiry")?,
+                    })),
+                    None => Ok(None),
+                }
+            }
+
+            async fn post(&self, idem: Option<&d::Idempotency>, op: &Operation) -> Result<Vec<LedgerEntry>> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                let entries = post_in(&mut tx, op).await?;
+                idem_finish(&mut tx, idem, &entries).await?;
+                tx.commit().await?;
+                Ok(entries)
+            }
+
+            async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>> {
+                let sql = format!(
+                    "SELECT {ENTRY_COLS}, f.path FROM {ENTRY_FROM} JOIN facilities f ON f.id = e.facility_id WHERE e.id = $1"
+                );
+                match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await? {
+                    Some(r) => Ok(Some((entry_row(&r)?, r.try_get("path")?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn operation_entries(&self, operation_id: &str) -> Result<Vec<LedgerEntry>> {
+                let sql = format!("SELECT {ENTRY_COLS} FROM {ENTRY_FROM} WHERE e.operation_id = $1 ORDER BY e.sequence");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(operation_id).fetch_all(&self.pool).await?;
+                rows.iter().map(entry_row).collect()
+            }
+
+            async fn list_stock(&self, scope_path: &str, f: &st::StockFilter, page: &PageRequest) -> Result<Page<StockItem>> {
+                let (after_unit, after_lot) = match page.after.as_deref().and_then(|a| a.split_once('|')) {
+                    Some((u, l)) => (Some(u.to_owned()), Some(l.to_owned())),
+                    None => (None, None),
+                };
+                let sql = format!(
+                    "SELECT {STOCK_COLS} FROM {STOCK_FROM} WHERE f.path >= $1 AND f.path < $2 \
+                     AND ($3 IS NULL OR b.storage_unit_id = $3) AND ($4 IS NULL OR u.facility_id = $4) \
+                     AND ($5 IS NULL OR (f.path >= $5 AND f.path < $6)) AND ($7 IS NULL OR l.product_id = $7) \
+                     AND ($8 IS NULL OR b.lot_id = $8) AND ($9 OR b.vials > 0) AND (NOT $10 OR b.quarantined_vials > 0) \
+                     AND ($11 IS NULL OR b.storage_unit_id > $11 OR (b.storage_unit_id = $11 AND b.lot_id > $12)) \
+                     ORDER BY b.storage_unit_id, b.lot_id LIMIT $13"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(&f.storage_unit_id)
+                    .bind(&f.facility_id)
+                    .bind(&f.ancestor_path)
+                    .bind(f.ancestor_path.as_deref().map($crate::store::path_upper))
+                    .bind(&f.product_id)
+                    .bind(&f.lot_id)
+                    .bind(f.include_zero)
+                    .bind(f.quarantined_only)
+                    .bind(&after_unit)
+                    .bind(&after_lot)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let items = rows.iter().map(stock_row).collect::<Result<Vec<_>>>()?;
+                let keyed: Vec<(String, StockItem)> =
+                    items.into_iter().map(|i| (format!("{}|{}", i.storage_unit_id, i.lot_id), i)).collect();
+                let p = page.finish(keyed, |(k, _)| k);
+                Ok(Page { items: p.items.into_iter().map(|(_, i)| i).collect(), next_page_token: p.next_page_token })
+            }
+
+            async fn facility_stock(&self, facility_id: &str, product_id: Option<&str>) -> Result<Vec<StockItem>> {
+                let sql = format!(
+                    "SELECT {STOCK_COLS} FROM {STOCK_FROM} WHERE u.facility_id = $1 AND ($2 IS NULL OR l.product_id = $2) \
+                     AND b.vials > 0 ORDER BY b.storage_unit_id, b.lot_id"
+                );
+                let rows =
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(facility_id).bind(product_id).fetch_all(&self.pool).await?;
+                rows.iter().map(stock_row).collect()
+            }
+
+            async fn list_entries(&self, scope_path: &str, f: &st::EntryFilter, page: &PageRequest) -> Result<Page<LedgerEntry>> {
+                let after: Option<i64> = match &page.after {
+                    Some(a) => Some(a.parse().map_err(|_| Error::InvalidPageToken)?),
+                    None => None,
+                };
+                let kinds = f.kinds.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+                let (cmp, order) = if f.newest_first { ("<", "DESC") } else { (">", "ASC") };
+                let sql = format!(
+                    "SELECT {ENTRY_COLS} FROM {ENTRY_FROM} JOIN facilities f ON f.id = e.facility_id \
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR e.storage_unit_id = $3) \
+                     AND ($4 IS NULL OR e.facility_id = $4) AND ($5 IS NULL OR (f.path >= $5 AND f.path < $6)) \
+                     AND ($7 IS NULL OR e.product_id = $7) AND ($8 IS NULL OR e.lot_id = $8) \
+                     AND ($9 = '' OR (',' || $9 || ',') LIKE ('%,' || CAST(e.kind AS TEXT) || ',%')) \
+                     AND ($10 IS NULL OR e.time >= $10) AND ($11 IS NULL OR e.time < $11) \
+                     AND ($12 IS NULL OR e.shipment_id = $12) AND ($13 IS NULL OR e.session_report_id = $13) \
+                     AND ($14 IS NULL OR e.sequence {cmp} $14) ORDER BY e.sequence {order} LIMIT $15"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(&f.storage_unit_id)
+                    .bind(&f.facility_id)
+                    .bind(&f.ancestor_path)
+                    .bind(f.ancestor_path.as_deref().map($crate::store::path_upper))
+                    .bind(&f.product_id)
+                    .bind(&f.lot_id)
+                    .bind(&kinds)
+                    .bind(f.start)
+                    .bind(f.end)
+                    .bind(&f.shipment_id)
+                    .bind(&f.session_report_id)
+                    .bind(after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let items = rows.iter().map(entry_row).collect::<Result<Vec<_>>>()?;
+                let keyed: Vec<(String, LedgerEntry)> = items.into_iter().map(|e| (e.sequence.to_string(), e)).collect();
+                let p = page.finish(keyed, |(k, _)| k);
+                Ok(Page { items: p.items.into_iter().map(|(_, e)| e).collect(), next_page_token: p.next_page_token })
+            }
+
+            async fn insert_shipment(&self, idem: Option<&d::Idempotency>, s: &st::Shipment) -> Result<st::Shipment> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                write_shipment(&mut tx, s, true).await?;
+                idem_finish(&mut tx, idem, s).await?;
+                tx.commit().await?;
+                Ok(s.clone())
+            }
+
+            async fn get_shipment(&self, id: &str) -> Result<Option<st::Shipment>> {
+                let sql = format!("SELECT {SHIPMENT_COLS} FROM shipments s WHERE s.id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(shipment_row).transpose()
+            }
+
+            async fn advance_shipment(
+                &self,
+                idem: Option<&d::Idempotency>,
+                from: st::ShipmentState,
+                s: &st::Shipment,
+                op: &Operation,
+            ) -> Result<st::Shipment> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                // The state is re-read under the lock: of two concurrent dispatches only one moves stock.
+                let sql = format!("SELECT state FROM shipments WHERE id = $1{}", <$Store>::LOCK);
+                let state: Option<i32> =
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&s.id).fetch_optional(&mut *tx).await?;
+                match state {
+                    None => return Err(Error::not_found("SHIPMENT_NOT_FOUND", "shipment not found")),
+                    Some(v) if v != from.as_i32() => {
+                        return Err(Error::precondition(
+                            st::INVALID_STATE,
+                            format!("the shipment is {:?}, not {from:?}", st::ShipmentState::from_i32(v)),
+                        ));
+                    }
+                    Some(_) => {}
+                }
+                post_in(&mut tx, op).await?;
+                write_shipment(&mut tx, s, false).await?;
+                idem_finish(&mut tx, idem, s).await?;
+                tx.commit().await?;
+                Ok(s.clone())
+            }
+
+            async fn list_shipments(
+                &self,
+                scope_path: &str,
+                facility_id: Option<&str>,
+                direction: i32,
+                states: &[i32],
+                page: &PageRequest,
+            ) -> Result<Page<st::Shipment>> {
+                let states = states.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+                let sql = format!(
+                    "SELECT {SHIPMENT_COLS} FROM shipments s JOIN facilities ff ON ff.id = s.from_facility_id \
+                     JOIN facilities ft ON ft.id = s.to_facility_id \
+                     WHERE ((ff.path >= $1 AND ff.path < $2) OR (ft.path >= $1 AND ft.path < $2)) \
+                     AND ($3 IS NULL OR ($4 <> 1 AND s.from_facility_id = $3) OR ($4 <> 2 AND s.to_facility_id = $3)) \
+                     AND ($5 = '' OR (',' || $5 || ',') LIKE ('%,' || CAST(s.state AS TEXT) || ',%')) \
+                     AND ($6 IS NULL OR s.id < $6) ORDER BY s.id DESC LIMIT $7"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(facility_id)
+                    .bind(direction)
+                    .bind(&states)
+                    .bind(&page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let items = rows.iter().map(shipment_row).collect::<Result<Vec<_>>>()?;
+                Ok(page.finish(items, |s| &s.id))
+            }
+
+            async fn insert_session_report(
+                &self,
+                idem: Option<&d::Idempotency>,
+                r: &st::SessionReport,
+                op: &Operation,
+                reuse_from: chrono::NaiveDate,
+            ) -> Result<st::SessionReport> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                let mut report = r.clone();
+                sqlx::query(
+                    "INSERT INTO session_reports (id, facility_id, storage_unit_id, session_date, comment, submitted_at, \
+                     submitted_by, ledger_entry_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, '')",
+                )
+                .bind(&r.id)
+                .bind(&r.facility_id)
+                .bind(&r.storage_unit_id)
+                .bind(r.session_date)
+                .bind(&r.comment)
+                .bind(r.submitted_at)
+                .bind(&r.submitted_by)
+                .execute(&mut *tx)
+                .await?;
+                let entries = post_in(&mut tx, op).await?;
+                report.ledger_entry_ids = entries.iter().map(|e| e.id.clone()).collect();
+                sqlx::query("UPDATE session_reports SET ledger_entry_ids = $1 WHERE id = $2")
+                    .bind(report.ledger_entry_ids.join(","))
+                    .bind(&r.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let kept_sql = format!(
+                    "SELECT opened_on, vials FROM kept_vials WHERE storage_unit_id = $1 AND lot_id = $2 AND opened_on >= $3 \
+                     AND opened_on <= $4 AND vials > 0 ORDER BY opened_on{}",
+                    <$Store>::LOCK
+                );
+                for (i, (line, product_id, dpv)) in r.lines.iter().enumerate() {
+                    let mut need = line.opened_vials_reused;
+                    if need > 0 {
+                        let rows = sqlx::query(sqlx::AssertSqlSafe(kept_sql.clone()))
+                            .bind(&line.storage_unit_id)
+                            .bind(&line.lot_id)
+                            .bind(reuse_from)
+                            .bind(r.session_date)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        for row in rows {
+                            let opened_on: chrono::NaiveDate = row.try_get("opened_on")?;
+                            let vials: i64 = row.try_get("vials")?;
+                            let take = vials.min(need);
+                            sqlx::query(
+                                "UPDATE kept_vials SET vials = vials - $1 WHERE storage_unit_id = $2 AND lot_id = $3 AND opened_on = $4",
+                            )
+                            .bind(take)
+                            .bind(&line.storage_unit_id)
+                            .bind(&line.lot_id)
+                            .bind(opened_on)
+                            .execute(&mut *tx)
+                            .await?;
+                            need -= take;
+                            if need == 0 {
+                                break;
+                            }
+                        }
+                        if need > 0 {
+                            return Err(Error::precondition(
+                                "NO_KEPT_VIALS",
+                                format!(
+                                    "line {i}: {need} more opened vials reused than are kept (opened within {} days)",
+                                    st::MDVP_DAYS
+                                ),
+                            ));
+                        }
+                    }
+                    if line.opened_vials_kept > 0 {
+                        sqlx::query(
+                            "INSERT INTO kept_vials (storage_unit_id, lot_id, opened_on, vials) VALUES ($1, $2, $3, $4) \
+                             ON CONFLICT (storage_unit_id, lot_id, opened_on) DO UPDATE SET vials = kept_vials.vials + $4",
+                        )
+                        .bind(&line.storage_unit_id)
+                        .bind(&line.lot_id)
+                        .bind(r.session_date)
+                        .bind(line.opened_vials_kept)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO session_report_lines (session_report_id, line_no, facility_id, storage_unit_id, lot_id, \
+                         product_id, session_date, vials_issued, vials_opened, opened_vials_reused, doses_administered, \
+                         unopened_vials_returned, unopened_vials_discarded, discard_reason, opened_vials_kept, \
+                         opened_vials_discarded, doses_issued, doses_per_vial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    )
+                    .bind(&r.id)
+                    .bind(i32::try_from(i).unwrap_or(i32::MAX))
+                    .bind(&r.facility_id)
+                    .bind(&line.storage_unit_id)
+                    .bind(&line.lot_id)
+                    .bind(product_id)
+                    .bind(r.session_date)
+                    .bind(line.vials_issued)
+                    .bind(line.vials_opened)
+                    .bind(line.opened_vials_reused)
+                    .bind(line.doses_administered)
+                    .bind(line.unopened_vials_returned)
+                    .bind(line.unopened_vials_discarded)
+                    .bind(line.discard_reason)
+                    .bind(line.opened_vials_kept)
+                    .bind(line.opened_vials_discarded())
+                    .bind(line.doses_issued(*dpv))
+                    .bind(*dpv)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                idem_finish(&mut tx, idem, &report).await?;
+                tx.commit().await?;
+                Ok(report)
+            }
+
+            async fn set_policy(&self, idem: Option<&d::Idempotency>, p: &st::StockPolicy) -> Result<st::StockPolicy> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                if p.min_doses == 0 && p.max_doses == 0 {
+                    sqlx::query("DELETE FROM stock_policies WHERE facility_id = $1 AND product_id = $2")
+                        .bind(&p.facility_id)
+                        .bind(&p.product_id)
+                        .execute(&mut *tx)
+                        .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO stock_policies (facility_id, product_id, min_doses, max_doses, updated_at, updated_by) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (facility_id, product_id) DO UPDATE SET \
+                         min_doses = $3, max_doses = $4, updated_at = $5, updated_by = $6",
+                    )
+                    .bind(&p.facility_id)
+                    .bind(&p.product_id)
+                    .bind(p.min_doses)
+                    .bind(p.max_doses)
+                    .bind(p.updated_at)
+                    .bind(&p.updated_by)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                idem_finish(&mut tx, idem, p).await?;
+                tx.commit().await?;
+                Ok(p.clone())
+            }
+
+            async fn list_policies(
+                &self,
+                scope_path: &str,
+                facility_id: Option<&str>,
+                product_id: Option<&str>,
+                page: &PageRequest,
+            ) -> Result<Page<st::StockPolicy>> {
+                let (af, ap) = match page.after.as_deref().and_then(|a| a.split_once('|')) {
+                    Some((f, p)) => (Some(f.to_owned()), Some(p.to_owned())),
+                    None => (None, None),
+                };
+                let rows = sqlx::query(
+                    "SELECT s.facility_id, s.product_id, s.min_doses, s.max_doses, s.updated_at, s.updated_by \
+                     FROM stock_policies s JOIN facilities f ON f.id = s.facility_id WHERE f.path >= $1 AND f.path < $2 \
+                     AND ($3 IS NULL OR s.facility_id = $3) AND ($4 IS NULL OR s.product_id = $4) \
+                     AND ($5 IS NULL OR s.facility_id > $5 OR (s.facility_id = $5 AND s.product_id > $6)) \
+                     ORDER BY s.facility_id, s.product_id LIMIT $7",
+                )
+                .bind(scope_path)
+                .bind($crate::store::path_upper(scope_path))
+                .bind(facility_id)
+                .bind(product_id)
+                .bind(&af)
+                .bind(&ap)
+                .bind(page.fetch_limit())
+                .fetch_all(&self.pool)
+                .await?;
+                let items = rows.iter().map(policy_row).collect::<Result<Vec<_>>>()?;
+                let keyed: Vec<(String, st::StockPolicy)> =
+                    items.into_iter().map(|p| (format!("{}|{}", p.facility_id, p.product_id), p)).collect();
+                let pg = page.finish(keyed, |(k, _)| k);
+                Ok(Page { items: pg.items.into_iter().map(|(_, p)| p).collect(), next_page_token: pg.next_page_token })
+            }
+        }
+    };
+}

@@ -1,0 +1,603 @@
+//! The stock ledger through real gRPC on both engines: a full journey, random operation sequences
+//! (property test) and concurrent contention, always checking balance = Σ ledger, never negative,
+//! and that repeated request_ids change nothing.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use tonic::Code;
+use tonic::transport::Channel;
+use vaxtrace_proto::v1 as pb;
+use vaxtrace_proto::v1::catalog_service_client::CatalogServiceClient;
+use vaxtrace_proto::v1::facility_service_client::FacilityServiceClient;
+use vaxtrace_proto::v1::stock_service_client::StockServiceClient;
+use vaxtrace_tests::{TestDb, TestServer, authed, reason};
+
+/// A small country: national store N (unit NU1, NU2), district D (unit DU), cold-chain point C
+/// (unit CU) with session site S; product PENTA (10 doses, MDVP) with two lots.
+struct World {
+    tok: String,
+    stock: StockServiceClient<Channel>,
+    n: String,
+    d: String,
+    c: String,
+    s: String,
+    nu1: String,
+    nu2: String,
+    du: String,
+    cu: String,
+    product: String,
+    lots: Vec<String>,
+}
+
+async fn world(srv: &TestServer) -> World {
+    let ch = srv.channel().await;
+    let tok = srv.admin_token.clone();
+    let mut fac = FacilityServiceClient::new(ch.clone());
+    let mut cat = CatalogServiceClient::new(ch.clone());
+    let mut mk = async |parent: &str, kind: pb::FacilityKind, code: &str| {
+        let f = pb::Facility {
+            parent_id: parent.into(),
+            kind: kind as i32,
+            code: code.into(),
+            name: code.into(),
+            ..Default::default()
+        };
+        fac.create_facility(authed(&tok, pb::CreateFacilityRequest { facility: Some(f), request_id: String::new() }))
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    };
+    let n = mk("", pb::FacilityKind::NationalStore, "N").await;
+    let st = mk(&n, pb::FacilityKind::StateStore, "ST").await;
+    let d = mk(&st, pb::FacilityKind::DistrictStore, "D").await;
+    let c = mk(&d, pb::FacilityKind::ColdChainPoint, "C").await;
+    let s = mk(&c, pb::FacilityKind::SessionSite, "S").await;
+    let mut unit = async |f: &str, name: &str| {
+        let u = pb::StorageUnit {
+            facility_id: f.into(),
+            kind: 1,
+            name: name.into(),
+            temperature_profile: 1,
+            ..Default::default()
+        };
+        fac.create_storage_unit(authed(
+            &tok,
+            pb::CreateStorageUnitRequest { storage_unit: Some(u), request_id: String::new() },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .id
+    };
+    let (nu1, nu2, du, cu) = (unit(&n, "NU1").await, unit(&n, "NU2").await, unit(&d, "DU").await, unit(&c, "CU").await);
+    let p = pb::Product {
+        code: "PENTA10".into(),
+        name: "Penta".into(),
+        vaccine: "Penta".into(),
+        doses_per_vial: 10,
+        presentation: pb::Presentation::Liquid as i32,
+        vvm_type: pb::VvmType::Vvm14 as i32,
+        temperature_profile: 1,
+        multi_dose_vial_policy: true,
+        ..Default::default()
+    };
+    let product = cat
+        .create_product(authed(&tok, pb::CreateProductRequest { product: Some(p), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .id;
+    let mut lots = Vec::new();
+    for (n, y) in [("A1", 2031), ("B2", 2030)] {
+        let l = pb::Lot {
+            product_id: product.clone(),
+            lot_number: n.into(),
+            expiry: Some(pb::Date { year: y, month: 6, day: 30 }),
+            ..Default::default()
+        };
+        lots.push(
+            cat.create_lot(authed(&tok, pb::CreateLotRequest { lot: Some(l), request_id: String::new() }))
+                .await
+                .unwrap()
+                .into_inner()
+                .id,
+        );
+    }
+    World { tok, stock: StockServiceClient::new(ch), n, d, c, s, nu1, nu2, du, cu, product, lots }
+}
+
+async fn receive(w: &mut World, unit: &str, lot: usize, vials: i64, rid: &str) -> Result<(), tonic::Status> {
+    let line = pb::SupplierReceiptLine {
+        lot_ref: Some(pb::supplier_receipt_line::LotRef::LotId(w.lots[lot].clone())),
+        vials,
+        ..Default::default()
+    };
+    let r = pb::ReceiveFromSupplierRequest {
+        storage_unit_id: unit.into(),
+        lines: vec![line],
+        supplier: "UNICEF SD".into(),
+        request_id: rid.into(),
+        ..Default::default()
+    };
+    w.stock.receive_from_supplier(authed(&w.tok, r)).await.map(drop)
+}
+
+/// Checks the invariants through the public API: for every (unit, lot), the balance equals the sum
+/// of its ledger entries and is never negative; returns the balances.
+async fn check_ledger(w: &mut World, db: &str) -> HashMap<(String, String), i64> {
+    let mut sums: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    let mut token = String::new();
+    loop {
+        let r = pb::ListLedgerEntriesRequest { page_size: 1000, page_token: token, ..Default::default() };
+        let page = w.stock.list_ledger_entries(authed(&w.tok, r)).await.unwrap().into_inner();
+        for e in page.entries {
+            if e.storage_unit_id.is_empty() {
+                continue; // transit losses never sat in a unit
+            }
+            let s = sums.entry((e.storage_unit_id.clone(), e.lot_id.clone())).or_default();
+            s.0 += e.quantity_vials;
+            s.1 += e.quarantined_vials_change;
+            assert_eq!(s.0, e.balance_after_vials, "{db}: running balance recorded on entry {}", e.id);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let r = pb::ListBalancesRequest { page_size: 1000, include_zero: true, ..Default::default() };
+    let balances = w.stock.list_balances(authed(&w.tok, r)).await.unwrap().into_inner().balances;
+    let mut out = HashMap::new();
+    for b in balances {
+        let key = (b.storage_unit_id.clone(), b.lot_id.clone());
+        let (v, q) = sums.remove(&key).unwrap_or_default();
+        assert_eq!((b.vials, b.quarantined_vials), (v, q), "{db}: balance = Σ ledger for {key:?}");
+        assert!(b.vials >= 0 && b.quarantined_vials >= 0 && b.quarantined_vials <= b.vials, "{db}: {b:?}");
+        out.insert(key, b.vials);
+    }
+    assert!(sums.values().all(|s| *s == (0, 0)), "{db}: entries without a balance row: {sums:?}");
+    out
+}
+
+#[tokio::test]
+async fn supply_chain_journey_end_to_end() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let (nu1, du, cu, lot_a, lot_b) =
+            (w.nu1.clone(), w.du.clone(), w.cu.clone(), w.lots[0].clone(), w.lots[1].clone());
+        receive(&mut w, &nu1, 0, 1000, "rcpt-1").await.unwrap();
+        receive(&mut w, &nu1, 1, 500, "rcpt-2").await.unwrap();
+        // A repeated request_id books nothing twice.
+        receive(&mut w, &nu1, 0, 1000, "rcpt-1").await.unwrap();
+        // Supplier deliveries go to national or state stores only.
+        let e = receive(&mut w, &du, 0, 10, "").await.unwrap_err();
+        assert_eq!(reason(&e), "NOT_A_SUPPLY_STORE");
+
+        // National → district: 200 vials of A (split over units automatically), dispatched.
+        let line = |lot: &str, vials: i64| pb::CreateShipmentLine {
+            lot_ref: Some(pb::create_shipment_line::LotRef::LotId(lot.into())),
+            vials,
+            ..Default::default()
+        };
+        let tok = w.tok.clone();
+        let ship = pb::CreateShipmentRequest {
+            from_facility_id: w.n.clone(),
+            to_facility_id: w.d.clone(),
+            lines: vec![line(&lot_a, 200), line(&lot_b, 100)],
+            ..Default::default()
+        };
+        let s1 = w.stock.create_shipment(authed(&tok, ship)).await.unwrap().into_inner();
+        let dispatch = pb::DispatchShipmentRequest { shipment_id: s1.id.clone(), request_id: "disp-1".into() };
+        let d1 = w.stock.dispatch_shipment(authed(&tok, dispatch.clone())).await.unwrap().into_inner();
+        assert_eq!(d1.state, pb::ShipmentState::Dispatched as i32);
+        // The retry returns the original answer; a fresh second dispatch is refused.
+        assert_eq!(w.stock.dispatch_shipment(authed(&tok, dispatch)).await.unwrap().into_inner(), d1);
+        let e = w
+            .stock
+            .dispatch_shipment(authed(
+                &tok,
+                pb::DispatchShipmentRequest { shipment_id: s1.id.clone(), request_id: String::new() },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&e), "INVALID_STATE");
+        // Received at the district with 5 vials of B broken in transit.
+        let lines = d1
+            .lines
+            .iter()
+            .map(|l| {
+                let short = if l.lot_id == lot_b { 5 } else { 0 };
+                pb::ReceiveShipmentLine {
+                    line_ref: Some(pb::receive_shipment_line::LineRef::LineId(l.id.clone())),
+                    received_vials: l.vials - short,
+                    vvm_stage: 1,
+                    discrepancy_reason: if short > 0 { pb::DiscrepancyReason::DamagedInTransit as i32 } else { 0 },
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let rcv = pb::ReceiveShipmentRequest {
+            shipment_id: s1.id.clone(),
+            storage_unit_id: du.clone(),
+            lines,
+            ..Default::default()
+        };
+        let r1 = w.stock.receive_shipment(authed(&tok, rcv)).await.unwrap().into_inner();
+        assert_eq!(r1.state, pb::ShipmentState::Received as i32);
+
+        // District → cold-chain point: 50 vials of A, received in full.
+        let ship = pb::CreateShipmentRequest {
+            from_facility_id: w.d.clone(),
+            to_facility_id: w.c.clone(),
+            lines: vec![line(&lot_a, 50)],
+            ..Default::default()
+        };
+        let s2 = w.stock.create_shipment(authed(&tok, ship)).await.unwrap().into_inner();
+        w.stock
+            .dispatch_shipment(authed(
+                &tok,
+                pb::DispatchShipmentRequest { shipment_id: s2.id.clone(), request_id: String::new() },
+            ))
+            .await
+            .unwrap();
+        let rcv = pb::ReceiveShipmentRequest {
+            shipment_id: s2.id.clone(),
+            storage_unit_id: cu.clone(),
+            accept_unlisted_in_full: true,
+            ..Default::default()
+        };
+        w.stock.receive_shipment(authed(&tok, rcv)).await.unwrap();
+
+        // EEFO at the district: lot B (expires 2030) before A (2031).
+        let sug = pb::SuggestAllocationRequest {
+            facility_id: w.d.clone(),
+            product_id: w.product.clone(),
+            doses: 1000,
+            ..Default::default()
+        };
+        let a = w.stock.suggest_allocation(authed(&tok, sug)).await.unwrap().into_inner();
+        assert_eq!(a.lots[0].lot_id, lot_b, "{name}: earliest expiry first");
+        assert_eq!((a.lots[0].suggested_vials, a.lots[1].suggested_vials), (95, 5));
+        assert_eq!(a.shortfall_doses, 0);
+
+        // Two sessions at the session site from the cold-chain point's unit: 12 vials issued,
+        // 10 opened, 2 returned, 93 doses given; then 3 issued, 1 opened, 1 returned, 1 broken.
+        let session = |issued, opened, returned, discarded, doses: i64, rid: &str| pb::SubmitSessionReportRequest {
+            session_report: Some(pb::SessionReport {
+                facility_id: w.s.clone(),
+                storage_unit_id: cu.clone(),
+                session_date: Some(pb::Date { year: 2026, month: 11, day: 20 }),
+                lines: vec![pb::SessionReportLine {
+                    lot_ref: Some(pb::session_report_line::LotRef::LotId(lot_a.clone())),
+                    vials_issued: issued,
+                    vials_opened: opened,
+                    unopened_vials_returned: returned,
+                    unopened_vials_discarded: discarded,
+                    discard_reason: if discarded > 0 { pb::AdjustmentReason::Broken as i32 } else { 0 },
+                    doses_administered: doses,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            request_id: rid.into(),
+        };
+        let rep = w
+            .stock
+            .submit_session_report(authed(&tok, session(12, 10, 2, 0, 93, "sess-1")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(rep.lines[0].doses_issued, 100);
+        let again = w
+            .stock
+            .submit_session_report(authed(&tok, session(12, 10, 2, 0, 93, "sess-1")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.id, rep.id, "a resubmitted report is the same report");
+        w.stock.submit_session_report(authed(&tok, session(3, 1, 1, 1, 8, ""))).await.unwrap();
+        let bad = w.stock.submit_session_report(authed(&tok, session(3, 1, 1, 0, 8, ""))).await.unwrap_err();
+        assert_eq!(reason(&bad), "VIALS_DO_NOT_ADD_UP");
+
+        let bal = check_ledger(&mut w, name).await;
+        assert_eq!(
+            bal[&(nu1.clone(), lot_a.clone())] + bal.get(&(w.nu2.clone(), lot_a.clone())).copied().unwrap_or(0),
+            800
+        );
+        assert_eq!(bal[&(du.clone(), lot_b.clone())], 95);
+        assert_eq!(bal[&(du.clone(), lot_a.clone())], 150);
+        // 50 received − 12 − 3 issued + 2 + 2 returned − 1 broken.
+        assert_eq!(bal[&(cu.clone(), lot_a.clone())], 38);
+        srv.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn reversals_counts_transfers_and_errors() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let tok = w.tok.clone();
+        let (nu1, nu2, lot) = (w.nu1.clone(), w.nu2.clone(), w.lots[0].clone());
+        receive(&mut w, &nu1, 0, 100, "").await.unwrap();
+        let t = pb::TransferStockRequest {
+            from_storage_unit_id: nu1.clone(),
+            to_storage_unit_id: nu2.clone(),
+            lot_id: lot.clone(),
+            vials: 40,
+            ..Default::default()
+        };
+        let moved = w.stock.transfer_stock(authed(&tok, t.clone())).await.unwrap().into_inner();
+        let mut too_much = t.clone();
+        too_much.vials = 61;
+        let e = w.stock.transfer_stock(authed(&tok, too_much)).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));
+        // Reversing one leg of a transfer reverses both; a second reversal is refused.
+        let out_id = moved.out_entry.unwrap().id;
+        let rev = pb::ReverseLedgerEntryRequest {
+            entry_id: out_id.clone(),
+            comment: "wrong unit".into(),
+            request_id: String::new(),
+        };
+        w.stock.reverse_ledger_entry(authed(&tok, rev.clone())).await.unwrap();
+        let e = w.stock.reverse_ledger_entry(authed(&tok, rev)).await.unwrap_err();
+        assert_eq!(reason(&e), "ALREADY_REVERSED");
+        let bal = check_ledger(&mut w, name).await;
+        assert_eq!((bal[&(nu1.clone(), lot.clone())], bal[&(nu2.clone(), lot.clone())]), (100, 0));
+
+        // Adjustments: sign and comment rules.
+        let adj = |q: i64, r: pb::AdjustmentReason, c: &str| pb::AdjustStockRequest {
+            storage_unit_id: nu1.clone(),
+            lot_ref: Some(pb::adjust_stock_request::LotRef::LotId(lot.clone())),
+            quantity_vials: q,
+            reason: r as i32,
+            comment: c.into(),
+            request_id: String::new(),
+        };
+        assert_eq!(
+            reason(&w.stock.adjust_stock(authed(&tok, adj(3, pb::AdjustmentReason::Broken, ""))).await.unwrap_err()),
+            "SIGN_MISMATCH"
+        );
+        assert_eq!(
+            reason(&w.stock.adjust_stock(authed(&tok, adj(-3, pb::AdjustmentReason::Lost, ""))).await.unwrap_err()),
+            "COMMENT_REQUIRED"
+        );
+        w.stock.adjust_stock(authed(&tok, adj(-3, pb::AdjustmentReason::Broken, ""))).await.unwrap();
+        // A physical count of 90 corrects 97 down by 7.
+        let count = pb::RecordPhysicalCountRequest {
+            facility_id: w.n.clone(),
+            lines: vec![pb::PhysicalCountLine {
+                storage_unit_id: nu1.clone(),
+                lot_ref: Some(pb::physical_count_line::LotRef::LotId(lot.clone())),
+                counted_vials: 90,
+                vvm_stage: 2,
+            }],
+            ..Default::default()
+        };
+        let res = w.stock.record_physical_count(authed(&tok, count)).await.unwrap().into_inner();
+        assert_eq!((res.results[0].expected_vials, res.results[0].counted_vials), (97, 90));
+        assert_eq!(res.results[0].correction.as_ref().map(|c| c.quantity_vials), Some(-7));
+        let bal = check_ledger(&mut w, name).await;
+        assert_eq!(bal[&(nu1.clone(), lot.clone())], 90);
+        // Malformed ids and a missing comment on cancel are refused cleanly.
+        let e = w
+            .stock
+            .cancel_shipment(authed(
+                &tok,
+                pb::CancelShipmentRequest {
+                    shipment_id: "nope".into(),
+                    comment: "x".into(),
+                    request_id: String::new(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        srv.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_issues_never_overdraw() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let (nu1, nu2, lot) = (w.nu1.clone(), w.nu2.clone(), w.lots[0].clone());
+        receive(&mut w, &nu1, 0, 50, "").await.unwrap();
+        // 16 clients each try to move 5 vials at once: exactly 10 succeed.
+        let mut tasks = Vec::new();
+        for i in 0..16 {
+            let mut client = w.stock.clone();
+            let (tok, nu1, nu2, lot) = (w.tok.clone(), nu1.clone(), nu2.clone(), lot.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = pb::TransferStockRequest {
+                    from_storage_unit_id: nu1,
+                    to_storage_unit_id: nu2,
+                    lot_id: lot,
+                    vials: 5,
+                    request_id: format!("t-{i}"),
+                    ..Default::default()
+                };
+                let first = client.transfer_stock(authed(&tok, t.clone())).await;
+                // A retry of the same request changes nothing, whatever the first outcome.
+                let second = client.transfer_stock(authed(&tok, t)).await;
+                (first.map(|r| r.into_inner()), second.map(|r| r.into_inner()))
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let (first, second) = t.await.unwrap();
+            match first {
+                Ok(r) => {
+                    ok += 1;
+                    assert_eq!(second.unwrap(), r, "{name}: retry returns the original result");
+                }
+                Err(e) => assert_eq!(reason(&e), "INSUFFICIENT_STOCK", "{name}: {e:?}"),
+            }
+        }
+        assert_eq!(ok, 10, "{name}");
+        let bal = check_ledger(&mut w, name).await;
+        assert_eq!((bal[&(nu1, lot.clone())], bal[&(nu2, lot)]), (0, 50));
+        srv.stop().await;
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Receive { lot: usize, vials: i64 },
+    Transfer { up: bool, lot: usize, vials: i64 },
+    Adjust { lot: usize, vials: i64 },
+    Count { lot: usize, vials: i64 },
+    Reverse { nth: usize },
+    Ship { lot: usize, vials: i64, cancel: bool },
+    Retry,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..2usize, 1..50i64).prop_map(|(lot, vials)| Step::Receive { lot, vials }),
+        (any::<bool>(), 0..2usize, 1..60i64).prop_map(|(up, lot, vials)| Step::Transfer { up, lot, vials }),
+        (0..2usize, -30..30i64).prop_map(|(lot, vials)| Step::Adjust { lot, vials }),
+        (0..2usize, 0..80i64).prop_map(|(lot, vials)| Step::Count { lot, vials }),
+        (0..40usize).prop_map(|nth| Step::Reverse { nth }),
+        (0..2usize, 1..40i64, any::<bool>()).prop_map(|(lot, vials, cancel)| Step::Ship { lot, vials, cancel }),
+        Just(Step::Retry),
+    ]
+}
+
+/// Runs a random sequence on a fresh server; every step may succeed or be refused, but the
+/// invariants must hold after each, and replaying the last request_id changes nothing.
+async fn run_steps(db: TestDb, steps: Vec<Step>) {
+    let srv = TestServer::start(db).await;
+    let mut w = world(&srv).await;
+    let name = srv.db.name();
+    let tok = w.tok.clone();
+    let mut last: Option<pb::AdjustStockRequest> = None;
+    for (i, s) in steps.into_iter().enumerate() {
+        let rid = format!("step-{i}");
+        let (nu1, nu2) = (w.nu1.clone(), w.nu2.clone());
+        match s {
+            Step::Receive { lot, vials } => drop(receive(&mut w, &nu1, lot, vials, &rid).await),
+            Step::Transfer { up, lot, vials } => {
+                let (a, b) = if up { (nu1, nu2) } else { (nu2, nu1) };
+                let t = pb::TransferStockRequest {
+                    from_storage_unit_id: a,
+                    to_storage_unit_id: b,
+                    lot_id: w.lots[lot].clone(),
+                    vials,
+                    request_id: rid,
+                    ..Default::default()
+                };
+                drop(w.stock.transfer_stock(authed(&tok, t)).await);
+            }
+            Step::Adjust { lot, vials } => {
+                let reason = if vials > 0 { pb::AdjustmentReason::Found } else { pb::AdjustmentReason::Broken };
+                let a = pb::AdjustStockRequest {
+                    storage_unit_id: nu1,
+                    lot_ref: Some(pb::adjust_stock_request::LotRef::LotId(w.lots[lot].clone())),
+                    quantity_vials: vials,
+                    reason: reason as i32,
+                    comment: "prop".into(),
+                    request_id: rid,
+                };
+                drop(w.stock.adjust_stock(authed(&tok, a.clone())).await);
+                last = Some(a);
+            }
+            Step::Count { lot, vials } => {
+                let c = pb::RecordPhysicalCountRequest {
+                    facility_id: w.n.clone(),
+                    lines: vec![pb::PhysicalCountLine {
+                        storage_unit_id: nu2,
+                        lot_ref: Some(pb::physical_count_line::LotRef::LotId(w.lots[lot].clone())),
+                        counted_vials: vials,
+                        vvm_stage: 0,
+                    }],
+                    request_id: rid,
+                    ..Default::default()
+                };
+                drop(w.stock.record_physical_count(authed(&tok, c)).await);
+            }
+            Step::Reverse { nth } => {
+                let r = pb::ListLedgerEntriesRequest { page_size: 1000, ..Default::default() };
+                let entries = w.stock.list_ledger_entries(authed(&tok, r)).await.unwrap().into_inner().entries;
+                if !entries.is_empty() {
+                    let e = &entries[nth % entries.len()];
+                    let rev = pb::ReverseLedgerEntryRequest {
+                        entry_id: e.id.clone(),
+                        comment: "prop".into(),
+                        request_id: rid,
+                    };
+                    drop(w.stock.reverse_ledger_entry(authed(&tok, rev)).await);
+                }
+            }
+            Step::Ship { lot, vials, cancel } => {
+                let l = pb::CreateShipmentLine {
+                    lot_ref: Some(pb::create_shipment_line::LotRef::LotId(w.lots[lot].clone())),
+                    vials,
+                    ..Default::default()
+                };
+                let req = pb::CreateShipmentRequest {
+                    from_facility_id: w.n.clone(),
+                    to_facility_id: w.d.clone(),
+                    lines: vec![l],
+                    ..Default::default()
+                };
+                if let Ok(s) = w.stock.create_shipment(authed(&tok, req)).await {
+                    let id = s.into_inner().id;
+                    if w.stock
+                        .dispatch_shipment(authed(
+                            &tok,
+                            pb::DispatchShipmentRequest { shipment_id: id.clone(), request_id: String::new() },
+                        ))
+                        .await
+                        .is_ok()
+                    {
+                        if cancel {
+                            let c = pb::CancelShipmentRequest {
+                                shipment_id: id,
+                                comment: "prop".into(),
+                                request_id: String::new(),
+                            };
+                            w.stock.cancel_shipment(authed(&tok, c)).await.unwrap();
+                        } else {
+                            let r = pb::ReceiveShipmentRequest {
+                                shipment_id: id,
+                                storage_unit_id: w.du.clone(),
+                                accept_unlisted_in_full: true,
+                                ..Default::default()
+                            };
+                            w.stock.receive_shipment(authed(&tok, r)).await.unwrap();
+                        }
+                    }
+                }
+            }
+            Step::Retry => {
+                if let Some(a) = &last {
+                    let before = check_ledger(&mut w, name).await;
+                    drop(w.stock.adjust_stock(authed(&tok, a.clone())).await);
+                    assert_eq!(check_ledger(&mut w, name).await, before, "{name}: a replayed request_id changed stock");
+                }
+            }
+        }
+        check_ledger(&mut w, name).await;
+    }
+    srv.stop().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operation_sequences_keep_the_ledger_whole(steps in prop::collection::vec(step(), 1..25)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        for db in TestDb::all() {
+            rt.block_on(run_steps(db, steps.clone()));
+        }
+    }
+}
