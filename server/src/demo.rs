@@ -18,6 +18,8 @@ pub struct Seeded {
     pub products: usize,
     /// Lots created.
     pub lots: usize,
+    /// Ledger entries written (receipts, shipments, sessions).
+    pub ledger_entries: usize,
 }
 
 struct ProductSpec {
@@ -132,14 +134,22 @@ pub async fn seed(app: &App, admin: &Caller) -> Result<Seeded> {
     }
     let national =
         facility(app, admin, &mut s, "", FacilityKind::NationalStore, "IN-NVS", "National Vaccine Store").await?;
-    unit(app, admin, &mut s, &national, StorageUnitKind::WalkInCooler, "WIC 1", TemperatureProfile::Refrigerated)
+    let mut net = Network::default();
+    let u =
+        unit(app, admin, &mut s, &national, StorageUnitKind::WalkInCooler, "WIC 1", TemperatureProfile::Refrigerated)
+            .await?;
+    net.fridge.insert(national.clone(), u);
+    let u = unit(app, admin, &mut s, &national, StorageUnitKind::WalkInFreezer, "WIF 1", TemperatureProfile::Frozen)
         .await?;
-    unit(app, admin, &mut s, &national, StorageUnitKind::WalkInFreezer, "WIF 1", TemperatureProfile::Frozen).await?;
+    net.freezer.insert(national.clone(), u);
     let state =
         facility(app, admin, &mut s, &national, FacilityKind::StateStore, "MH-SVS", "Maharashtra State Vaccine Store")
             .await?;
-    unit(app, admin, &mut s, &state, StorageUnitKind::WalkInCooler, "WIC 1", TemperatureProfile::Refrigerated).await?;
-    unit(app, admin, &mut s, &state, StorageUnitKind::DeepFreezer, "DF 1", TemperatureProfile::Frozen).await?;
+    let u = unit(app, admin, &mut s, &state, StorageUnitKind::WalkInCooler, "WIC 1", TemperatureProfile::Refrigerated)
+        .await?;
+    net.fridge.insert(state.clone(), u);
+    let u = unit(app, admin, &mut s, &state, StorageUnitKind::DeepFreezer, "DF 1", TemperatureProfile::Frozen).await?;
+    net.freezer.insert(state.clone(), u);
     for (code, name, blocks) in DISTRICTS {
         let dvs = facility(
             app,
@@ -151,15 +161,21 @@ pub async fn seed(app: &App, admin: &Caller) -> Result<Seeded> {
             &format!("{name} District Vaccine Store"),
         )
         .await?;
-        unit(app, admin, &mut s, &dvs, StorageUnitKind::Ilr, "ILR 1", TemperatureProfile::Refrigerated).await?;
+        let u = unit(app, admin, &mut s, &dvs, StorageUnitKind::Ilr, "ILR 1", TemperatureProfile::Refrigerated).await?;
+        net.fridge.insert(dvs.clone(), u);
         unit(app, admin, &mut s, &dvs, StorageUnitKind::Ilr, "ILR 2", TemperatureProfile::Refrigerated).await?;
-        unit(app, admin, &mut s, &dvs, StorageUnitKind::DeepFreezer, "DF 1", TemperatureProfile::Frozen).await?;
+        let u =
+            unit(app, admin, &mut s, &dvs, StorageUnitKind::DeepFreezer, "DF 1", TemperatureProfile::Frozen).await?;
+        net.freezer.insert(dvs.clone(), u);
+        net.districts.push(dvs.clone());
         for block in *blocks {
             let ccp_code = format!("MH-{code}-{}-PHC", block.to_uppercase());
             let ccp =
                 facility(app, admin, &mut s, &dvs, FacilityKind::ColdChainPoint, &ccp_code, &format!("PHC {block}"))
                     .await?;
-            unit(app, admin, &mut s, &ccp, StorageUnitKind::Ilr, "ILR 1", TemperatureProfile::Refrigerated).await?;
+            let u =
+                unit(app, admin, &mut s, &ccp, StorageUnitKind::Ilr, "ILR 1", TemperatureProfile::Refrigerated).await?;
+            net.fridge.insert(ccp.clone(), u);
             unit(
                 app,
                 admin,
@@ -170,7 +186,7 @@ pub async fn seed(app: &App, admin: &Caller) -> Result<Seeded> {
                 TemperatureProfile::Refrigerated,
             )
             .await?;
-            facility(
+            let site = facility(
                 app,
                 admin,
                 &mut s,
@@ -180,6 +196,7 @@ pub async fn seed(app: &App, admin: &Caller) -> Result<Seeded> {
                 &format!("Sub-centre {block} 1"),
             )
             .await?;
+            net.ccps.push((dvs.clone(), ccp.clone(), site));
         }
     }
     let today = chrono::Utc::now().date_naive();
@@ -204,31 +221,118 @@ pub async fn seed(app: &App, admin: &Caller) -> Result<Seeded> {
             )
             .await?;
         s.products += 1;
+        let mut product_lots = Vec::new();
         // Three lots per product: one expiring soon (for expiry alerts), two with long shelf life.
         for (n, months) in [(1, 2u32), (2, 11), (3, 20)] {
             let expiry =
                 today.checked_add_months(chrono::Months::new(months + u32::try_from(i).unwrap_or(0))).unwrap_or(today);
             use chrono::Datelike as _;
-            app.create_lot(
-                admin,
-                "",
-                LotInput {
-                    product_id: product.id.clone(),
-                    gtin: p.gtin.into(),
-                    lot_number: format!("{}{:02}{n}", p.code, expiry.month()),
-                    manufacturer: p.manufacturer.into(),
-                    expiry: Some((
-                        expiry.year(),
-                        i32::try_from(expiry.month()).unwrap_or(1),
-                        i32::try_from(expiry.day()).unwrap_or(1),
-                    )),
-                },
-            )
-            .await?;
+            let lot = app
+                .create_lot(
+                    admin,
+                    "",
+                    LotInput {
+                        product_id: product.id.clone(),
+                        gtin: p.gtin.into(),
+                        lot_number: format!("{}{:02}{n}", p.code, expiry.month()),
+                        manufacturer: p.manufacturer.into(),
+                        expiry: Some((
+                            expiry.year(),
+                            i32::try_from(expiry.month()).unwrap_or(1),
+                            i32::try_from(expiry.day()).unwrap_or(1),
+                        )),
+                    },
+                )
+                .await?;
             s.lots += 1;
+            product_lots.push(lot.id);
+        }
+        net.products.push((product.id.clone(), p.profile, product_lots));
+    }
+    move_stock(app, admin, &mut s, &national, &state, &net).await?;
+    Ok(s)
+}
+
+/// Where the seeded stock lives, collected while the tree is built.
+#[derive(Debug, Default)]
+struct Network {
+    fridge: std::collections::HashMap<String, String>,
+    freezer: std::collections::HashMap<String, String>,
+    districts: Vec<String>,
+    /// (district, cold-chain point, session site)
+    ccps: Vec<(String, String, String)>,
+    /// (product, profile, lots)
+    products: Vec<(String, TemperatureProfile, Vec<String>)>,
+}
+
+impl Network {
+    fn unit_for(&self, facility: &str, profile: TemperatureProfile) -> Option<&String> {
+        let frozen = (profile == TemperatureProfile::Frozen).then(|| self.freezer.get(facility)).flatten();
+        frozen.or_else(|| self.fridge.get(facility))
+    }
+}
+
+/// Moves stock the way a programme does: supplier receipts at the national store, shipments down
+/// to the state, districts and cold-chain points, then a few sessions. Everything goes through the
+/// same use cases as the API, so the demo ledger is a real one.
+async fn move_stock(
+    app: &App,
+    admin: &Caller,
+    s: &mut Seeded,
+    national: &str,
+    state: &str,
+    net: &Network,
+) -> Result<()> {
+    use crate::app::stock::{LotRef, NewShipmentLine, ReceiptLine};
+    let missing = || crate::error::Error::Internal("demo network has no storage unit".into());
+    let mut receipt = Vec::new();
+    for (_, profile, lots) in &net.products {
+        for lot in lots {
+            receipt.push(ReceiptLine {
+                lot: LotRef::Id(lot.clone()),
+                vials: 2000,
+                vvm_stage: 1,
+                storage_unit_id: net.unit_for(national, *profile).ok_or_else(missing)?.clone(),
+            });
         }
     }
-    Ok(s)
+    let fridge = net.fridge.get(national).ok_or_else(missing)?;
+    s.ledger_entries += app.receive_from_supplier(admin, "", fridge, receipt, "UNICEF SD: VAR 2026-11").await?.0.len();
+    let ship = |from: String, to: String, vials: i64, first_lot_only: bool| async move {
+        let lines = net
+            .products
+            .iter()
+            .flat_map(|(_, _, lots)| lots.iter().take(if first_lot_only { 2 } else { lots.len() }))
+            .map(|lot| NewShipmentLine { lot: LotRef::Id(lot.clone()), vials, source_storage_unit_id: String::new() })
+            .collect();
+        let sh = app.create_shipment(admin, "", &from, &to, lines, "", "", None).await?;
+        let sh = app.dispatch_shipment(admin, "", &sh.id).await?;
+        let dest = net.fridge.get(&to).ok_or_else(missing)?;
+        let got = app.receive_shipment(admin, "", &sh.id, dest, Vec::new(), true).await?;
+        Ok::<usize, crate::error::Error>(got.lines.len() * 2)
+    };
+    s.ledger_entries += ship(national.to_owned(), state.to_owned(), 600, false).await?;
+    for d in &net.districts {
+        s.ledger_entries += ship(state.to_owned(), d.clone(), 150, false).await?;
+    }
+    let today = chrono::Utc::now().date_naive();
+    for (district, ccp, site) in &net.ccps {
+        s.ledger_entries += ship(district.clone(), ccp.clone(), 25, true).await?;
+        // One session at each site: 4 vials of the first product's earliest lot, 3 opened.
+        let (_, _, lots) = net.products.first().ok_or_else(missing)?;
+        let line = crate::domain::stock::SessionLine {
+            vials_issued: 4,
+            vials_opened: 3,
+            unopened_vials_returned: 1,
+            doses_administered: 41,
+            ..Default::default()
+        };
+        let unit = net.fridge.get(ccp).ok_or_else(missing)?;
+        let lot = LotRef::Id(lots.first().ok_or_else(missing)?.clone());
+        let r = app.submit_session_report(admin, "", site, unit, today, vec![(lot, line)], "demo session").await?;
+        s.ledger_entries += r.ledger_entry_ids.len();
+    }
+    Ok(())
 }
 
 async fn facility(
@@ -265,22 +369,23 @@ async fn unit(
     kind: StorageUnitKind,
     name: &str,
     profile: TemperatureProfile,
-) -> Result<()> {
-    app.create_storage_unit(
-        admin,
-        "",
-        StorageUnitInput {
-            facility_id: facility_id.into(),
-            kind: kind.as_i32(),
-            name: name.into(),
-            temperature_profile: profile.as_i32(),
-            capacity_litres: 0.0,
-            active: true,
-        },
-    )
-    .await?;
+) -> Result<String> {
+    let u = app
+        .create_storage_unit(
+            admin,
+            "",
+            StorageUnitInput {
+                facility_id: facility_id.into(),
+                kind: kind.as_i32(),
+                name: name.into(),
+                temperature_profile: profile.as_i32(),
+                capacity_litres: 0.0,
+                active: true,
+            },
+        )
+        .await?;
     s.storage_units += 1;
-    Ok(())
+    Ok(u.id)
 }
 
 /// Issues a fresh admin token for the demo banner and returns it with its caller.

@@ -175,7 +175,7 @@ async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<(
          \n  health                  http://{addr}/healthz\
          \n  metrics                 http://{addr}/metrics\
          \n  database                {url}\
-         \n  seeded                  {} facilities, {} storage units, {} products, {} lots{}\
+         \n  seeded                  {} facilities, {} storage units, {} products, {} lots, {} ledger entries{}\
          \n\n  admin token (shown once): {}\
          \n\n  try:  grpcurl -plaintext -H 'authorization: Bearer {}' {addr} vaxtrace.v1.FacilityService/ListFacilities\
          \n\nPress Ctrl-C to stop.",
@@ -183,6 +183,7 @@ async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<(
         seeded.storage_units,
         seeded.products,
         seeded.lots,
+        seeded.ledger_entries,
         if seeded.facilities == 0 { " (already seeded)" } else { "" },
         admin.secret,
         admin.secret,
