@@ -11,6 +11,7 @@ use tonic::transport::Channel;
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::catalog_service_client::CatalogServiceClient;
 use vaxtrace_proto::v1::facility_service_client::FacilityServiceClient;
+use vaxtrace_proto::v1::report_service_client::ReportServiceClient;
 use vaxtrace_proto::v1::stock_service_client::StockServiceClient;
 use vaxtrace_tests::{TestDb, TestServer, authed, reason};
 
@@ -91,7 +92,7 @@ async fn world(srv: &TestServer) -> World {
         .into_inner()
         .id;
     let mut lots = Vec::new();
-    for (n, y) in [("A1", 2031), ("B2", 2030)] {
+    for (n, y) in [("A1", 2031), ("B2", 2027)] {
         let l = pb::Lot {
             product_id: product.clone(),
             lot_number: n.into(),
@@ -312,6 +313,72 @@ async fn supply_chain_journey_end_to_end() {
         assert_eq!(bal[&(du.clone(), lot_a.clone())], 150);
         // 50 received − 12 − 3 issued + 2 + 2 returned − 1 broken.
         assert_eq!(bal[&(cu.clone(), lot_a.clone())], 38);
+
+        // Wastage: 120 doses issued ((12−2)+(3−1) vials × 10), 101 given: 19/120 = 1583 bp; 10 of
+        // the wasted doses were an unopened vial; the 5 vials lost in transit are store wastage.
+        let mut reports = ReportServiceClient::new(srv.channel().await);
+        let wr = pb::WastageReportRequest {
+            facility_id: w.d.clone(),
+            start_date: Some(pb::Date { year: 2026, month: 11, day: 1 }),
+            end_date: Some(pb::Date { year: 2026, month: 11, day: 30 }),
+            ..Default::default()
+        };
+        let rows = reports.wastage_report(authed(&tok, wr.clone())).await.unwrap().into_inner().rows;
+        assert_eq!(rows.len(), 1, "{name}: {rows:?}");
+        let r = &rows[0];
+        assert_eq!(
+            (r.sessions, r.doses_issued, r.doses_administered, r.wastage_rate_bp),
+            (2, 120, 101, Some(1583)),
+            "{name}"
+        );
+        assert_eq!(
+            (r.unopened_vial_wastage_doses, r.opened_vial_wastage_doses, r.store_wastage_doses),
+            (10, 9, 50),
+            "{name}"
+        );
+        assert_eq!((r.acceptable_wastage_bp, r.above_acceptable), (2500, false));
+
+        // Stock on hand rolls up: the district row holds its store and the cold-chain point below.
+        let soh = pb::StockOnHandReportRequest {
+            group_by: vec![pb::ReportDimension::Facility as i32, pb::ReportDimension::Product as i32],
+            facility_grouping: Some(pb::FacilityGrouping { depth: 5 }),
+            ..Default::default()
+        };
+        let rows = reports.stock_on_hand_report(authed(&tok, soh)).await.unwrap().into_inner().rows;
+        let vials_at = |id: &str| rows.iter().find(|r| r.facility_id == id).map(|r| r.available_vials);
+        assert_eq!(vials_at(&w.d), Some(150 + 95 + 38), "{name}: {rows:?}");
+        assert_eq!(vials_at(&w.c), Some(38));
+        assert_eq!(vials_at(&w.n), Some(800 + 400 + 150 + 95 + 38), "{name}: national row is the whole country");
+        assert_eq!(rows[0].facility_id, w.n, "tree order starts at the root");
+
+        // The CSV export of the wastage report.
+        let req = pb::ExportReportCsvRequest { report: Some(pb::export_report_csv_request::Report::Wastage(wr)) };
+        let mut stream = reports.export_report_csv(authed(&tok, req)).await.unwrap().into_inner();
+        let mut csv = Vec::new();
+        while let Some(chunk) = stream.message().await.unwrap() {
+            csv.extend(chunk.data);
+        }
+        let csv = String::from_utf8(csv).unwrap();
+        let mut lines = csv.split("\r\n");
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("facility_id,facility_name,depth,product_id,product_code,sessions,doses_issued")
+        );
+        assert!(lines.next().unwrap().contains(",PENTA10,2,120,101,1583,9,10,50,2500,false"), "{csv}");
+
+        // Expiry risk: nothing expires within 90 days here; within 730 days lot B does.
+        let er = pb::ExpiryRiskReportRequest { within_days: 730, ..Default::default() };
+        let rows = reports.expiry_risk_report(authed(&tok, er)).await.unwrap().into_inner().rows;
+        assert!(
+            !rows.is_empty() && rows.iter().all(|r| r.lot_id == lot_b && r.days_to_expiry <= 730),
+            "{name}: {rows:?}"
+        );
+        let at_district = rows.iter().find(|r| r.facility_id == w.d).unwrap();
+        assert_eq!((at_district.vials, at_district.doses, at_district.band), (95, 950, pb::ExpiryBand::Later as i32));
+        let er = pb::ExpiryRiskReportRequest { within_days: 90, ..Default::default() };
+        assert!(reports.expiry_risk_report(authed(&tok, er)).await.unwrap().into_inner().rows.is_empty());
         srv.stop().await;
     }
 }

@@ -13,6 +13,7 @@ use crate::domain::{
 use crate::error::{Error, Result, reason};
 use crate::store::Store;
 
+pub mod report;
 pub mod stock;
 
 /// The application: a store and the rules around it.

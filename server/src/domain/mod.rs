@@ -5,6 +5,7 @@ pub mod authz;
 pub mod catalog;
 pub mod facility;
 pub mod paging;
+pub mod report;
 pub mod stock;
 pub mod token;
 pub mod validate;

@@ -4,6 +4,7 @@ mod admin;
 mod catalog;
 pub mod convert;
 mod facility;
+mod report;
 pub mod status;
 mod stock;
 
@@ -44,6 +45,10 @@ pub fn services(app: &App) -> tonic::service::Routes {
     );
     b.add_service(
         pb::stock_service_server::StockServiceServer::new(stock::StockApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    b.add_service(
+        pb::report_service_server::ReportServiceServer::new(report::ReportApi(app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     );
     b.routes()

@@ -62,6 +62,38 @@ macro_rules! lot_ref {
     };
 }
 
+/// The balance filter of a request; ids are checked here so a bad one names its field.
+pub fn stock_filter(r: &pb::ListBalancesRequest) -> Result<StockFilter, Error> {
+    let id = |field: &str, v: &str| -> Result<Option<String>, Error> { crate::domain::validate::optional_id(field, v) };
+    Ok(StockFilter {
+        storage_unit_id: id("storage_unit_id", &r.storage_unit_id)?,
+        facility_id: id("facility_id", &r.facility_id)?,
+        ancestor_path: None,
+        product_id: id("product_id", &r.product_id)?,
+        lot_id: id("lot_id", &r.lot_id)?,
+        include_zero: r.include_zero,
+        quarantined_only: r.quarantined_only,
+    })
+}
+
+/// The ledger filter of a request.
+pub fn entry_filter(r: &pb::ListLedgerEntriesRequest) -> Result<EntryFilter, Error> {
+    let id = |field: &str, v: &str| -> Result<Option<String>, Error> { crate::domain::validate::optional_id(field, v) };
+    Ok(EntryFilter {
+        storage_unit_id: id("storage_unit_id", &r.storage_unit_id)?,
+        facility_id: id("facility_id", &r.facility_id)?,
+        ancestor_path: None,
+        product_id: id("product_id", &r.product_id)?,
+        lot_id: id("lot_id", &r.lot_id)?,
+        kinds: r.kinds.clone(),
+        start: time(r.start_time)?,
+        end: time(r.end_time)?,
+        shipment_id: id("shipment_id", &r.shipment_id)?,
+        session_report_id: id("session_report_id", &r.session_report_id)?,
+        newest_first: r.newest_first,
+    })
+}
+
 /// A ledger entry on the wire.
 pub fn entry(e: st::LedgerEntry) -> pb::LedgerEntry {
     let d = e.draft;
@@ -496,19 +528,7 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::ListLedgerEntriesResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let f = EntryFilter {
-            storage_unit_id: opt(r.storage_unit_id),
-            facility_id: opt(r.facility_id),
-            ancestor_path: None,
-            product_id: opt(r.product_id),
-            lot_id: opt(r.lot_id),
-            kinds: r.kinds,
-            start: time(r.start_time)?,
-            end: time(r.end_time)?,
-            shipment_id: opt(r.shipment_id),
-            session_report_id: opt(r.session_report_id),
-            newest_first: r.newest_first,
-        };
+        let f = entry_filter(&r)?;
         let page = self.0.list_entries(&c, f, &r.ancestor_id, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListLedgerEntriesResponse {
             entries: page.items.into_iter().map(entry).collect(),

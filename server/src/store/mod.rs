@@ -195,6 +195,40 @@ pub trait StockStore: Send + Sync {
         op: &Operation,
         reuse_from: NaiveDate,
     ) -> Result<SessionReport>;
+    /// Every facility under `path` (inclusive).
+    async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>>;
+    /// Non-zero balances under `path` with each facility's path; as of an instant when given
+    /// (summed from the ledger up to it).
+    async fn subtree_stock(
+        &self,
+        path: &str,
+        product_id: Option<&str>,
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<(StockItem, String)>>;
+    /// Dispatched shipments from or to facilities under `path`, with (from path, to path).
+    async fn in_transit(&self, path: &str) -> Result<Vec<(Shipment, String, String)>>;
+    /// Session figures per facility and product in a date range (reversed reports excluded).
+    async fn session_usage(
+        &self,
+        path: &str,
+        product_id: Option<&str>,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> Result<Vec<crate::domain::report::UsageRow>>;
+    /// Doses lost in storage and transport per (facility path, product), net of reversals.
+    async fn store_losses(
+        &self,
+        path: &str,
+        product_id: Option<&str>,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, String, i64)>>;
+    /// Doses issued to sessions or shipped out per (facility, product) since an instant.
+    async fn outflow_since(
+        &self,
+        path: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<(String, String, i64)>>;
     /// Sets (or, with min = max = 0, deletes) a policy.
     async fn set_policy(&self, idem: Option<&Idempotency>, p: &StockPolicy) -> Result<StockPolicy>;
     /// Policies under `scope_path`.

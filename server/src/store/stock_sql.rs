@@ -600,6 +600,146 @@ macro_rules! sql_stock_store {
                 Ok(report)
             }
 
+            async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>> {
+                let sql = format!("SELECT {FACILITY_COLS} FROM facilities WHERE path >= $1 AND path < $2 ORDER BY path");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(path)
+                    .bind($crate::store::path_upper(path))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(facility_row).collect()
+            }
+
+            async fn subtree_stock(
+                &self,
+                path: &str,
+                product_id: Option<&str>,
+                as_of: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> Result<Vec<(StockItem, String)>> {
+                let sql = match as_of {
+                    None => format!(
+                        "SELECT {STOCK_COLS}, f.path FROM {STOCK_FROM} WHERE f.path >= $1 AND f.path < $2 \
+                         AND ($3 IS NULL OR l.product_id = $3) AND b.vials > 0 AND $4 IS NULL"
+                    ),
+                    Some(_) => "SELECT e.storage_unit_id, u.facility_id, e.lot_id, l.lot_number, l.product_id, \
+                         CAST(p.doses_per_vial AS BIGINT) AS doses_per_vial, l.expiry, \
+                         CAST(SUM(e.quantity_vials) AS BIGINT) AS vials, \
+                         CAST(SUM(e.quarantined_change) AS BIGINT) AS quarantined_vials, \
+                         CAST(COALESCE(MAX(b.vvm_stage), 0) AS INTEGER) AS vvm_stage, MAX(e.time) AS updated_at, f.path \
+                         FROM ledger_entries e JOIN storage_units u ON u.id = e.storage_unit_id \
+                         JOIN facilities f ON f.id = u.facility_id JOIN lots l ON l.id = e.lot_id \
+                         JOIN products p ON p.id = l.product_id \
+                         LEFT JOIN stock_balances b ON b.storage_unit_id = e.storage_unit_id AND b.lot_id = e.lot_id \
+                         WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR l.product_id = $3) AND e.time <= $4 \
+                         GROUP BY e.storage_unit_id, u.facility_id, e.lot_id, l.lot_number, l.product_id, p.doses_per_vial, \
+                         l.expiry, f.path HAVING SUM(e.quantity_vials) <> 0"
+                        .to_owned(),
+                };
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(path)
+                    .bind($crate::store::path_upper(path))
+                    .bind(product_id)
+                    .bind(as_of)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok((stock_row(r)?, r.try_get("path")?))).collect()
+            }
+
+            async fn in_transit(&self, path: &str) -> Result<Vec<(st::Shipment, String, String)>> {
+                let sql = format!(
+                    "SELECT {SHIPMENT_COLS}, ff.path AS from_path, ft.path AS to_path FROM shipments s \
+                     JOIN facilities ff ON ff.id = s.from_facility_id JOIN facilities ft ON ft.id = s.to_facility_id \
+                     WHERE s.state = 2 AND ((ff.path >= $1 AND ff.path < $2) OR (ft.path >= $1 AND ft.path < $2))"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(path)
+                    .bind($crate::store::path_upper(path))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok((shipment_row(r)?, r.try_get("from_path")?, r.try_get("to_path")?))).collect()
+            }
+
+            async fn session_usage(
+                &self,
+                path: &str,
+                product_id: Option<&str>,
+                start: chrono::NaiveDate,
+                end: chrono::NaiveDate,
+            ) -> Result<Vec<$crate::domain::report::UsageRow>> {
+                let rows = sqlx::query(
+                    "SELECT f.path, sl.product_id, CAST(COUNT(DISTINCT sl.session_report_id) AS BIGINT) AS sessions, \
+                     CAST(SUM(sl.doses_issued) AS BIGINT) AS doses_issued, \
+                     CAST(SUM(sl.doses_administered) AS BIGINT) AS doses_administered, \
+                     CAST(SUM(sl.unopened_vials_discarded * sl.doses_per_vial) AS BIGINT) AS unopened \
+                     FROM session_report_lines sl JOIN facilities f ON f.id = sl.facility_id \
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR sl.product_id = $3) \
+                     AND sl.session_date >= $4 AND sl.session_date <= $5 \
+                     AND NOT EXISTS (SELECT 1 FROM ledger_entries e JOIN ledger_entries r ON r.reverses_entry_id = e.id \
+                                     WHERE e.session_report_id = sl.session_report_id) \
+                     GROUP BY f.path, sl.product_id",
+                )
+                .bind(path)
+                .bind($crate::store::path_upper(path))
+                .bind(product_id)
+                .bind(start)
+                .bind(end)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok($crate::domain::report::UsageRow {
+                            facility_path: r.try_get("path")?,
+                            product_id: r.try_get("product_id")?,
+                            sessions: r.try_get("sessions")?,
+                            doses_issued: r.try_get("doses_issued")?,
+                            doses_administered: r.try_get("doses_administered")?,
+                            unopened_discard_doses: r.try_get("unopened")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn store_losses(
+                &self,
+                path: &str,
+                product_id: Option<&str>,
+                start: chrono::DateTime<chrono::Utc>,
+                end: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<(String, String, i64)>> {
+                // Losses: discards and losses (adjustment reasons 1..10), transit losses, and the
+                // reversals of either.
+                let rows = sqlx::query(
+                    "SELECT f.path, e.product_id, CAST(SUM(-e.doses) AS BIGINT) AS doses FROM ledger_entries e \
+                     JOIN facilities f ON f.id = e.facility_id LEFT JOIN ledger_entries o ON o.id = e.reverses_entry_id \
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR e.product_id = $3) AND e.time >= $4 AND e.time < $5 \
+                     AND ((e.kind = 8 AND e.adjustment_reason BETWEEN 1 AND 10) OR e.kind = 4 \
+                          OR (e.kind = 15 AND ((o.kind = 8 AND o.adjustment_reason BETWEEN 1 AND 10) OR o.kind = 4))) \
+                     GROUP BY f.path, e.product_id",
+                )
+                .bind(path)
+                .bind($crate::store::path_upper(path))
+                .bind(product_id)
+                .bind(start)
+                .bind(end)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get("path")?, r.try_get("product_id")?, r.try_get("doses")?))).collect()
+            }
+
+            async fn outflow_since(&self, path: &str, since: chrono::DateTime<chrono::Utc>) -> Result<Vec<(String, String, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT e.facility_id, e.product_id, CAST(SUM(-e.doses) AS BIGINT) AS doses FROM ledger_entries e \
+                     JOIN facilities f ON f.id = e.facility_id WHERE f.path >= $1 AND f.path < $2 AND e.time >= $3 \
+                     AND e.kind IN (2, 10, 11) GROUP BY e.facility_id, e.product_id",
+                )
+                .bind(path)
+                .bind($crate::store::path_upper(path))
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get("facility_id")?, r.try_get("product_id")?, r.try_get("doses")?))).collect()
+            }
+
             async fn set_policy(&self, idem: Option<&d::Idempotency>, p: &st::StockPolicy) -> Result<st::StockPolicy> {
                 let mut tx = self.begin_write().await?;
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
