@@ -15,6 +15,10 @@ struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, env = "VAXTRACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Seconds between evaluations of the stock alerts (stock-out, below minimum, expiry risk,
+    /// wastage, overdue shipments).
+    #[arg(long, env = "VAXTRACE_STOCK_ALERT_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    stock_alert_interval: u64,
     /// Log filter in `tracing` syntax, for example `info` or `vaxtrace_server=debug,sqlx=warn`.
     #[arg(long, env = "VAXTRACE_LOG", default_value = "info,sqlx=warn,rumqttd=warn", global = true)]
     log: String,
@@ -124,9 +128,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
             println!("vaxtrace listening on {}", listener.local_addr()?);
+            app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval));
             vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
         }
-        Command::Demo { data_dir, listen } => demo(data_dir, listen).await?,
+        Command::Demo { data_dir, listen } => demo(data_dir, listen, cli.stock_alert_interval).await?,
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
             println!("database {} is up to date", redact(&database_url));
@@ -144,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr, stock_alert_interval: u64) -> anyhow::Result<()> {
     let (dir, _guard) = match data_dir {
         Some(d) => {
             std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -188,6 +193,7 @@ async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<(
         admin.secret,
         admin.secret,
     );
+    app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval));
     vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Shared harness of the end-to-end tests: a real server on an ephemeral port, on SQLite and, when
 //! `VAXTRACE_TEST_POSTGRES_URL` is set, on PostgreSQL in a schema of its own.
 
+pub mod world;
+
 use std::net::SocketAddr;
 
 use tokio::sync::oneshot;

@@ -13,6 +13,7 @@ use crate::domain::{
 use crate::error::{Error, Result, reason};
 use crate::store::Store;
 
+pub mod alert;
 pub mod report;
 pub mod stock;
 
@@ -20,6 +21,10 @@ pub mod stock;
 #[derive(Debug, Clone)]
 pub struct App {
     store: Arc<dyn Store>,
+    /// The latest alert event id this process wrote; watchers wait on it.
+    events: Arc<tokio::sync::watch::Sender<i64>>,
+    /// Set when the server shuts down, so long-lived streams end and graceful shutdown finishes.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// A token just created: its description and the bearer secret, shown once.
@@ -34,7 +39,17 @@ pub struct IssuedToken {
 impl App {
     /// Wraps a store.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        App { store }
+        App {
+            store,
+            events: Arc::new(tokio::sync::watch::Sender::new(0)),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Ends every open stream (WatchAlerts): called when shutdown begins, since graceful
+    /// shutdown waits for in-flight requests and a stream would otherwise never finish.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Passes a store result through, remembering a final refusal under the request's key: a

@@ -1,6 +1,7 @@
 //! The rules of the business: the facility tree, the catalogue, tokens and who may do what.
 //! Nothing here knows about gRPC or SQL.
 
+pub mod alert;
 pub mod authz;
 pub mod catalog;
 pub mod facility;

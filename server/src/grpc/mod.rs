@@ -1,6 +1,7 @@
 //! Thin tonic services: authenticate, convert the request, call [`App`], convert the response.
 
 mod admin;
+mod alert;
 mod catalog;
 pub mod convert;
 mod facility;
@@ -49,6 +50,10 @@ pub fn services(app: &App) -> tonic::service::Routes {
     );
     b.add_service(
         pb::report_service_server::ReportServiceServer::new(report::ReportApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    b.add_service(
+        pb::alert_service_server::AlertServiceServer::new(alert::AlertApi(app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     );
     b.routes()

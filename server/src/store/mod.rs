@@ -17,6 +17,8 @@ use crate::domain::{
 use crate::error::{Error, Result, reason};
 
 #[macro_use]
+mod alert_sql;
+#[macro_use]
 mod common;
 #[macro_use]
 mod stock_sql;
@@ -46,7 +48,7 @@ pub struct StoredToken {
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
-pub trait Store: StockStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: StockStore + AlertStore + Send + Sync + std::fmt::Debug + 'static {
     /// The engine.
     fn engine(&self) -> Engine;
     /// Checks that the database answers.
@@ -239,6 +241,52 @@ pub trait StockStore: Send + Sync {
         product_id: Option<&str>,
         page: &PageRequest,
     ) -> Result<Page<StockPolicy>>;
+}
+
+/// Alerts and their event log.
+#[async_trait]
+pub trait AlertStore: Send + Sync {
+    /// Applies a present condition: opens, updates or escalates the alert of its key (or, when it
+    /// was resolved while still active, does nothing). Returns the event written, if any.
+    async fn raise(&self, c: &crate::domain::alert::Condition) -> Result<Option<crate::domain::alert::AlertEvent>>;
+    /// Marks the condition of a key over.
+    async fn clear(
+        &self,
+        kind: crate::domain::alert::AlertKind,
+        subject: &crate::domain::alert::Subject,
+        end: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::domain::alert::AlertEvent>>;
+    /// Alerts of these kinds whose condition is active (resolved ones included).
+    async fn active_conditions(&self, kinds: &[i32]) -> Result<Vec<crate::domain::alert::Alert>>;
+    /// One alert with its facility's path.
+    async fn get_alert(&self, id: &str) -> Result<Option<(crate::domain::alert::Alert, String)>>;
+    /// Writes an acknowledgement or resolution if the alert is still in one of `from_states`.
+    async fn handle_alert(
+        &self,
+        idem: Option<&Idempotency>,
+        updated: &crate::domain::alert::Alert,
+        from_states: &[crate::domain::alert::AlertState],
+        kind: crate::domain::alert::EventType,
+    ) -> Result<crate::domain::alert::Alert>;
+    /// Alerts under `scope_path`, newest first.
+    async fn list_alerts(
+        &self,
+        scope_path: &str,
+        f: &crate::domain::alert::AlertFilter,
+        page: &PageRequest,
+    ) -> Result<Page<crate::domain::alert::Alert>>;
+    /// (oldest, latest) event id kept; (0, 0) when there are none.
+    async fn event_bounds(&self) -> Result<(i64, i64)>;
+    /// Events after a cursor, in order.
+    async fn events_after(
+        &self,
+        scope_path: &str,
+        f: &crate::domain::alert::AlertFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::alert::AlertEvent>>;
+    /// Deletes events older than an instant (retention).
+    async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `sqlite::memory:`, `postgres://…`) and migrates it.

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
     (2, include_str!("../../migrations/postgres/0002_stock.sql")),
+    (3, include_str!("../../migrations/postgres/0003_alerts.sql")),
 ];
 
 /// Arbitrary constant naming vaxtrace's migration lock.
@@ -23,6 +24,8 @@ pub struct PgStore {
 impl PgStore {
     const ENGINE: crate::store::Engine = crate::store::Engine::Postgres;
     /// Row locks serialize writers of the same balance or shipment.
+    /// Taken before writing an alert event so event ids become visible in order.
+    const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(7261)";
     const LOCK: &str = " FOR UPDATE";
 
     /// Connects to `url` (which may set `options=-c search_path=…`) and migrates.
@@ -74,3 +77,4 @@ impl PgStore {
 
 sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

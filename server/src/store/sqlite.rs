@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, include_str!("../../migrations/sqlite/0002_stock.sql")),
+    (3, include_str!("../../migrations/sqlite/0003_alerts.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -20,6 +21,8 @@ pub struct SqliteStore {
 impl SqliteStore {
     const ENGINE: crate::store::Engine = crate::store::Engine::Sqlite;
     /// SQLite has no row locks; IMMEDIATE transactions already serialize writers.
+    /// Taken before writing an alert event so event ids become visible in order.
+    const EVENT_LOCK: &str = "SELECT 1";
     const LOCK: &str = "";
 
     /// Opens (creating if needed) and migrates the database at `url`.
@@ -83,3 +86,4 @@ impl SqliteStore {
 
 sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

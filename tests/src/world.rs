@@ -1,0 +1,160 @@
+//! A small stock world for end-to-end tests: facilities, units, a product with two lots, and
+//! helpers that check the ledger invariants through the public API.
+
+use std::collections::HashMap;
+
+use tonic::transport::Channel;
+use vaxtrace_proto::v1 as pb;
+use vaxtrace_proto::v1::catalog_service_client::CatalogServiceClient;
+use vaxtrace_proto::v1::facility_service_client::FacilityServiceClient;
+use vaxtrace_proto::v1::stock_service_client::StockServiceClient;
+
+use crate::{TestServer, authed};
+
+/// A small country: national store N (unit NU1, NU2), district D (unit DU), cold-chain point C
+/// (unit CU) with session site S; product PENTA (10 doses, MDVP) with two lots.
+#[allow(missing_docs, missing_debug_implementations)]
+pub struct World {
+    pub tok: String,
+    pub stock: StockServiceClient<Channel>,
+    pub n: String,
+    pub d: String,
+    pub c: String,
+    pub s: String,
+    pub nu1: String,
+    pub nu2: String,
+    pub du: String,
+    pub cu: String,
+    pub product: String,
+    pub lots: Vec<String>,
+}
+
+pub async fn world(srv: &TestServer) -> World {
+    let ch = srv.channel().await;
+    let tok = srv.admin_token.clone();
+    let mut fac = FacilityServiceClient::new(ch.clone());
+    let mut cat = CatalogServiceClient::new(ch.clone());
+    let mut mk = async |parent: &str, kind: pb::FacilityKind, code: &str| {
+        let f = pb::Facility {
+            parent_id: parent.into(),
+            kind: kind as i32,
+            code: code.into(),
+            name: code.into(),
+            ..Default::default()
+        };
+        fac.create_facility(authed(&tok, pb::CreateFacilityRequest { facility: Some(f), request_id: String::new() }))
+            .await
+            .expect("test world set-up")
+            .into_inner()
+            .id
+    };
+    let n = mk("", pb::FacilityKind::NationalStore, "N").await;
+    let st = mk(&n, pb::FacilityKind::StateStore, "ST").await;
+    let d = mk(&st, pb::FacilityKind::DistrictStore, "D").await;
+    let c = mk(&d, pb::FacilityKind::ColdChainPoint, "C").await;
+    let s = mk(&c, pb::FacilityKind::SessionSite, "S").await;
+    let mut unit = async |f: &str, name: &str| {
+        let u = pb::StorageUnit {
+            facility_id: f.into(),
+            kind: 1,
+            name: name.into(),
+            temperature_profile: 1,
+            ..Default::default()
+        };
+        fac.create_storage_unit(authed(
+            &tok,
+            pb::CreateStorageUnitRequest { storage_unit: Some(u), request_id: String::new() },
+        ))
+        .await
+        .expect("test world set-up")
+        .into_inner()
+        .id
+    };
+    let (nu1, nu2, du, cu) = (unit(&n, "NU1").await, unit(&n, "NU2").await, unit(&d, "DU").await, unit(&c, "CU").await);
+    let p = pb::Product {
+        code: "PENTA10".into(),
+        name: "Penta".into(),
+        vaccine: "Penta".into(),
+        doses_per_vial: 10,
+        presentation: pb::Presentation::Liquid as i32,
+        vvm_type: pb::VvmType::Vvm14 as i32,
+        temperature_profile: 1,
+        multi_dose_vial_policy: true,
+        ..Default::default()
+    };
+    let product = cat
+        .create_product(authed(&tok, pb::CreateProductRequest { product: Some(p), request_id: String::new() }))
+        .await
+        .expect("test world set-up")
+        .into_inner()
+        .id;
+    let mut lots = Vec::new();
+    for (n, y) in [("A1", 2031), ("B2", 2027)] {
+        let l = pb::Lot {
+            product_id: product.clone(),
+            lot_number: n.into(),
+            expiry: Some(pb::Date { year: y, month: 6, day: 30 }),
+            ..Default::default()
+        };
+        lots.push(
+            cat.create_lot(authed(&tok, pb::CreateLotRequest { lot: Some(l), request_id: String::new() }))
+                .await
+                .expect("test world set-up")
+                .into_inner()
+                .id,
+        );
+    }
+    World { tok, stock: StockServiceClient::new(ch), n, d, c, s, nu1, nu2, du, cu, product, lots }
+}
+
+pub async fn receive(w: &mut World, unit: &str, lot: usize, vials: i64, rid: &str) -> Result<(), tonic::Status> {
+    let line = pb::SupplierReceiptLine {
+        lot_ref: Some(pb::supplier_receipt_line::LotRef::LotId(w.lots[lot].clone())),
+        vials,
+        ..Default::default()
+    };
+    let r = pb::ReceiveFromSupplierRequest {
+        storage_unit_id: unit.into(),
+        lines: vec![line],
+        supplier: "UNICEF SD".into(),
+        request_id: rid.into(),
+        ..Default::default()
+    };
+    w.stock.receive_from_supplier(authed(&w.tok, r)).await.map(drop)
+}
+
+/// Checks the invariants through the public API: for every (unit, lot), the balance equals the sum
+/// of its ledger entries and is never negative; returns the balances.
+pub async fn check_ledger(w: &mut World, db: &str) -> HashMap<(String, String), i64> {
+    let mut sums: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    let mut token = String::new();
+    loop {
+        let r = pb::ListLedgerEntriesRequest { page_size: 1000, page_token: token, ..Default::default() };
+        let page = w.stock.list_ledger_entries(authed(&w.tok, r)).await.expect("test world set-up").into_inner();
+        for e in page.entries {
+            if e.storage_unit_id.is_empty() {
+                continue; // transit losses never sat in a unit
+            }
+            let s = sums.entry((e.storage_unit_id.clone(), e.lot_id.clone())).or_default();
+            s.0 += e.quantity_vials;
+            s.1 += e.quarantined_vials_change;
+            assert_eq!(s.0, e.balance_after_vials, "{db}: running balance recorded on entry {}", e.id);
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let r = pb::ListBalancesRequest { page_size: 1000, include_zero: true, ..Default::default() };
+    let balances = w.stock.list_balances(authed(&w.tok, r)).await.expect("test world set-up").into_inner().balances;
+    let mut out = HashMap::new();
+    for b in balances {
+        let key = (b.storage_unit_id.clone(), b.lot_id.clone());
+        let (v, q) = sums.remove(&key).unwrap_or_default();
+        assert_eq!((b.vials, b.quarantined_vials), (v, q), "{db}: balance = Σ ledger for {key:?}");
+        assert!(b.vials >= 0 && b.quarantined_vials >= 0 && b.quarantined_vials <= b.vials, "{db}: {b:?}");
+        out.insert(key, b.vials);
+    }
+    assert!(sums.values().all(|s| *s == (0, 0)), "{db}: entries without a balance row: {sums:?}");
+    out
+}
