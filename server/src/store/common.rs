@@ -462,10 +462,13 @@ macro_rules! sql_store_common {
             }
 
             async fn get_storage_unit(&self, id: &str) -> Result<Option<(StorageUnit, String)>> {
-                let mut conn = self.pool.begin().await?;
-                let u = fetch_unit(&mut conn, id).await?;
-                conn.commit().await?;
-                Ok(u)
+                let sql = format!(
+                    "SELECT {UNIT_COLS}, f.path FROM storage_units u JOIN facilities f ON f.id = u.facility_id WHERE u.id = $1"
+                );
+                match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await? {
+                    Some(r) => Ok(Some((unit_row(&r)?, r.try_get("path")?))),
+                    None => Ok(None),
+                }
             }
 
             async fn insert_storage_unit(

@@ -43,6 +43,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(8)
         }
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(opts)
         .await?;
