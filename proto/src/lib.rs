@@ -6,5 +6,7 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/vaxtrace.v1.rs"));
 }
 
+pub mod signing;
+
 /// The encoded `FileDescriptorSet` of every vaxtrace proto, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vaxtrace_descriptor.bin"));
