@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, Transport};
 use vaxtrace_agent::wire::{self, Verified};
 use vaxtrace_proto::v1::{Reading, ReadingAck};
 
@@ -60,12 +60,17 @@ pub fn run_embedded_broker(port: u16) {
 
 /// True once a real MQTT CONNECT to `port` is answered (a bare TCP probe makes rumqttd log errors).
 pub fn wait_for_broker(host: &str, port: u16, within: Duration) -> bool {
-    let host = host.to_owned();
-    // Its own thread and runtime, so async tests can call it too.
-    std::thread::spawn(move || probe_broker(&host, port, within)).join().unwrap()
+    wait_for_broker_with(host, port, within, None)
 }
 
-fn probe_broker(host: &str, port: u16, within: Duration) -> bool {
+/// [`wait_for_broker`] over `transport` (e.g. TLS) instead of plain TCP.
+pub fn wait_for_broker_with(host: &str, port: u16, within: Duration, transport: Option<Transport>) -> bool {
+    let host = host.to_owned();
+    // Its own thread and runtime, so async tests can call it too.
+    std::thread::spawn(move || probe_broker(&host, port, within, transport)).join().unwrap()
+}
+
+fn probe_broker(host: &str, port: u16, within: Duration, transport: Option<Transport>) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let deadline = Instant::now() + within;
@@ -73,6 +78,9 @@ fn probe_broker(host: &str, port: u16, within: Duration) -> bool {
             let id = format!("probe-{}-{}", std::process::id(), rand_u32());
             let mut opts = MqttOptions::new(id, host, port);
             opts.set_keep_alive(Duration::from_secs(5));
+            if let Some(t) = &transport {
+                opts.set_transport(t.clone());
+            }
             let (client, mut el) = AsyncClient::new(opts, 10);
             let ok = tokio::time::timeout(Duration::from_secs(2), async {
                 loop {
@@ -172,6 +180,10 @@ pub struct Received {
     pub bad_signatures: u64,
     pub batches: u64,
     pub contiguous: u64,
+    /// CONNACKs the acker received (its own connections to the broker).
+    pub connacks: u64,
+    /// SUBACKs the acker received (two per connection: readings and status).
+    pub subacks: u64,
     /// Payloads seen on the status topic, in order.
     pub statuses: Vec<String>,
 }
@@ -184,10 +196,24 @@ pub struct Acker {
 
 impl Acker {
     pub fn start(host: &str, port: u16, device_id: &str, key: Vec<u8>) -> Self {
+        Self::start_with_transport(host, port, device_id, key, None)
+    }
+
+    /// [`Acker::start`] over `transport` (e.g. TLS) instead of plain TCP.
+    pub fn start_with_transport(
+        host: &str,
+        port: u16,
+        device_id: &str,
+        key: Vec<u8>,
+        transport: Option<Transport>,
+    ) -> Self {
         let state = Arc::new(Mutex::new(Received::default()));
         let mut opts = MqttOptions::new(format!("acker-{}-{}", std::process::id(), rand_u32()), host, port);
         opts.set_keep_alive(Duration::from_secs(5));
         opts.set_max_packet_size(1 << 20, 1 << 20);
+        if let Some(t) = transport {
+            opts.set_transport(t);
+        }
         let (client, mut el) = AsyncClient::new(opts, 1000);
         let device = device_id.to_owned();
         let st = state.clone();
@@ -197,9 +223,11 @@ impl Acker {
             loop {
                 match el.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        st.lock().unwrap().connacks += 1;
                         client.try_subscribe("vaxtrace/v1/devices/+/readings", QoS::AtLeastOnce).unwrap();
                         client.try_subscribe(&status_topic, QoS::AtLeastOnce).unwrap();
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => st.lock().unwrap().subacks += 1,
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == status_topic => {
                         st.lock().unwrap().statuses.push(String::from_utf8_lossy(&p.payload).into_owned());
                     }
