@@ -3,10 +3,12 @@
 //! it on ephemeral ports.
 
 pub mod app;
+pub mod broker;
 pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod ingest;
 pub mod metrics;
 pub mod store;
 pub mod web;
@@ -30,7 +32,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let metrics = Metrics::default();
+    let metrics = app.metrics().clone();
     let closing = app.clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;

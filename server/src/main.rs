@@ -19,6 +19,12 @@ struct Cli {
     /// wastage, overdue shipments).
     #[arg(long, env = "VAXTRACE_STOCK_ALERT_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stock_alert_interval: u64,
+    /// External MQTT broker, `mqtt://[user:password@]host[:port]`. Without it an embedded broker runs.
+    #[arg(long, env = "VAXTRACE_MQTT_URL", global = true, hide_env_values = true)]
+    mqtt_url: Option<String>,
+    /// Address of the embedded MQTT broker (used when --mqtt-url is not given).
+    #[arg(long, env = "VAXTRACE_MQTT_LISTEN", default_value = "0.0.0.0:1883", global = true)]
+    mqtt_listen: SocketAddr,
     /// Log filter in `tracing` syntax, for example `info` or `vaxtrace_server=debug,sqlx=warn`.
     #[arg(long, env = "VAXTRACE_LOG", default_value = "info,sqlx=warn,rumqttd=warn", global = true)]
     log: String,
@@ -129,9 +135,13 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
             println!("vaxtrace listening on {}", listener.local_addr()?);
             app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval));
+            let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
+            println!("MQTT ingest via {mqtt}");
             vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
         }
-        Command::Demo { data_dir, listen } => demo(data_dir, listen, cli.stock_alert_interval).await?,
+        Command::Demo { data_dir, listen } => {
+            demo(data_dir, listen, cli.stock_alert_interval, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
+        }
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
             println!("database {} is up to date", redact(&database_url));
@@ -149,7 +159,53 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr, stock_alert_interval: u64) -> anyhow::Result<()> {
+/// Starts ingest on the external broker, or on an embedded one; returns where devices connect.
+/// With `fallback` (the demo), a taken embedded port moves to a free one instead of failing.
+async fn start_mqtt(
+    app: &vaxtrace_server::App,
+    url: Option<&str>,
+    listen: SocketAddr,
+    fallback: bool,
+) -> anyhow::Result<String> {
+    let client_id = format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple());
+    let (cfg, shown) = match url {
+        Some(url) => {
+            let cfg = vaxtrace_server::ingest::IngestConfig::from_url(url, client_id).map_err(anyhow::Error::msg)?;
+            let shown = format!("mqtt://{}:{}", cfg.host, cfg.port);
+            (cfg, shown)
+        }
+        None => {
+            let addr = match vaxtrace_server::broker::start(listen).await {
+                Ok(a) => a,
+                Err(vaxtrace_server::broker::BrokerError::PortTaken(..)) if fallback => {
+                    let free = std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))?.local_addr()?;
+                    vaxtrace_server::broker::start(free).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let cfg = vaxtrace_server::ingest::IngestConfig {
+                host: "127.0.0.1".into(),
+                port: addr.port(),
+                client_id,
+                username: None,
+                password: None,
+                workers: 4,
+                share_group: vaxtrace_server::ingest::SHARE_GROUP.to_owned(),
+            };
+            (cfg, format!("mqtt://{addr} (embedded broker)"))
+        }
+    };
+    vaxtrace_server::ingest::spawn(app.clone(), cfg);
+    Ok(shown)
+}
+
+async fn demo(
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    stock_alert_interval: u64,
+    mqtt_url: Option<&str>,
+    mqtt_listen: SocketAddr,
+) -> anyhow::Result<()> {
     let (dir, _guard) = match data_dir {
         Some(d) => {
             std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
@@ -174,11 +230,13 @@ async fn demo(data_dir: Option<PathBuf>, listen: SocketAddr, stock_alert_interva
         }
     };
     let addr = listener.local_addr()?;
+    let mqtt = start_mqtt(&app, mqtt_url, mqtt_listen, true).await?;
     println!(
         "\nvaxtrace demo is running.\n\
          \n  gRPC + grpc-web + HTTP  http://{addr}\
          \n  health                  http://{addr}/healthz\
          \n  metrics                 http://{addr}/metrics\
+         \n  MQTT (devices)          {mqtt}\
          \n  database                {url}\
          \n  seeded                  {} facilities, {} storage units, {} products, {} lots, {} ledger entries{}\
          \n\n  admin token (shown once): {}\

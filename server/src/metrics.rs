@@ -13,6 +13,9 @@ struct Inner {
     started: Instant,
     grpc_requests: AtomicU64,
     grpc_errors: AtomicU64,
+    readings_ingested: AtomicU64,
+    readings_rejected: AtomicU64,
+    batches_refused: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -21,6 +24,9 @@ impl Default for Metrics {
             started: Instant::now(),
             grpc_requests: AtomicU64::new(0),
             grpc_errors: AtomicU64::new(0),
+            readings_ingested: AtomicU64::new(0),
+            readings_rejected: AtomicU64::new(0),
+            batches_refused: AtomicU64::new(0),
         }))
     }
 }
@@ -32,6 +38,21 @@ impl Metrics {
         if failed {
             self.0.grpc_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts an ingested batch's rejected readings (accepted ones are counted by [`Metrics::ingested`]).
+    pub fn readings(&self, rejected: u32) {
+        self.0.readings_rejected.fetch_add(u64::from(rejected), Ordering::Relaxed);
+    }
+
+    /// Counts readings stored.
+    pub fn ingested(&self, n: u64) {
+        self.0.readings_ingested.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts a batch refused whole (bad signature, unknown device, malformed).
+    pub fn invalid_batch(&self) {
+        self.0.batches_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The exposition text.
@@ -46,10 +67,22 @@ impl Metrics {
              vaxtrace_grpc_requests_total {}\n\
              # HELP vaxtrace_grpc_errors_total gRPC calls answered with a non-OK status.\n\
              # TYPE vaxtrace_grpc_errors_total counter\n\
-             vaxtrace_grpc_errors_total {}\n",
+             vaxtrace_grpc_errors_total {}\n\
+             # HELP vaxtrace_readings_ingested_total Readings accepted from MQTT (a re-sent reading counts again but is stored once).\n\
+             # TYPE vaxtrace_readings_ingested_total counter\n\
+             vaxtrace_readings_ingested_total {}\n\
+             # HELP vaxtrace_readings_rejected_total Readings refused for their content.\n\
+             # TYPE vaxtrace_readings_rejected_total counter\n\
+             vaxtrace_readings_rejected_total {}\n\
+             # HELP vaxtrace_batches_refused_total Batches refused whole (signature, device, format).\n\
+             # TYPE vaxtrace_batches_refused_total counter\n\
+             vaxtrace_batches_refused_total {}\n",
             i.started.elapsed().as_secs(),
             i.grpc_requests.load(Ordering::Relaxed),
             i.grpc_errors.load(Ordering::Relaxed),
+            i.readings_ingested.load(Ordering::Relaxed),
+            i.readings_rejected.load(Ordering::Relaxed),
+            i.batches_refused.load(Ordering::Relaxed),
         )
     }
 }

@@ -16,6 +16,7 @@ use crate::store::Store;
 pub mod alert;
 pub mod report;
 pub mod stock;
+pub mod telemetry;
 
 /// The application: a store and the rules around it.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub struct App {
     events: Arc<tokio::sync::watch::Sender<i64>>,
     /// Set when the server shuts down, so long-lived streams end and graceful shutdown finishes.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Process counters for /metrics.
+    metrics: crate::Metrics,
 }
 
 /// A token just created: its description and the bearer secret, shown once.
@@ -43,6 +46,7 @@ impl App {
             store,
             events: Arc::new(tokio::sync::watch::Sender::new(0)),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            metrics: crate::Metrics::default(),
         }
     }
 
@@ -61,6 +65,11 @@ impl App {
             tracing::warn!(error = %rec, "could not record a refused request");
         }
         r
+    }
+
+    /// The process counters.
+    pub fn metrics(&self) -> &crate::Metrics {
+        &self.metrics
     }
 
     /// The store, for health checks.

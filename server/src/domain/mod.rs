@@ -8,6 +8,7 @@ pub mod facility;
 pub mod paging;
 pub mod report;
 pub mod stock;
+pub mod telemetry;
 pub mod token;
 pub mod validate;
 

@@ -8,6 +8,7 @@ mod facility;
 mod report;
 pub mod status;
 mod stock;
+mod telemetry;
 
 use tonic::Status;
 use vaxtrace_proto::v1 as pb;
@@ -54,6 +55,10 @@ pub fn services(app: &App) -> tonic::service::Routes {
     );
     b.add_service(
         pb::alert_service_server::AlertServiceServer::new(alert::AlertApi(app.clone()))
+            .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
+    b.add_service(
+        pb::telemetry_service_server::TelemetryServiceServer::new(telemetry::TelemetryApi(app.clone()))
             .max_decoding_message_size(MAX_REQUEST_BYTES),
     );
     b.routes()

@@ -22,6 +22,8 @@ mod alert_sql;
 mod common;
 #[macro_use]
 mod stock_sql;
+#[macro_use]
+mod telemetry_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -48,7 +50,7 @@ pub struct StoredToken {
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
-pub trait Store: StockStore + AlertStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: StockStore + AlertStore + TelemetryStore + Send + Sync + std::fmt::Debug + 'static {
     /// The engine.
     fn engine(&self) -> Engine;
     /// Checks that the database answers.
@@ -287,6 +289,38 @@ pub trait AlertStore: Send + Sync {
     ) -> Result<Vec<crate::domain::alert::AlertEvent>>;
     /// Deletes events older than an instant (retention).
     async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+}
+
+/// Devices and their readings.
+#[async_trait]
+pub trait TelemetryStore: Send + Sync {
+    /// Registers a device with its first HMAC key.
+    async fn insert_device(
+        &self,
+        idem: Option<&Idempotency>,
+        d: &crate::domain::telemetry::Device,
+        key: &[u8],
+    ) -> Result<crate::domain::telemetry::Device>;
+    /// A device with its HMAC key and its facility's path.
+    async fn get_device(&self, id: &str) -> Result<Option<(crate::domain::telemetry::Device, Vec<u8>, String)>>;
+    /// Devices at facilities under `scope_path`.
+    async fn list_devices(
+        &self,
+        scope_path: &str,
+        facility_id: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<crate::domain::telemetry::Device>>;
+    /// Stores a batch in one transaction (a repeated seq is ignored), records rejected seqs, and
+    /// returns the new ack: the highest seq up to which every reading is committed.
+    async fn store_readings(
+        &self,
+        device_id: &str,
+        readings: &[crate::domain::telemetry::StoredReading],
+        rejects: &[(i64, &'static str)],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64>;
+    /// (count, lowest seq, highest seq) of a device's stored readings.
+    async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `sqlite::memory:`, `postgres://…`) and migrates it.

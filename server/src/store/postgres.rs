@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_foundation.sql")),
     (2, include_str!("../../migrations/postgres/0002_stock.sql")),
     (3, include_str!("../../migrations/postgres/0003_alerts.sql")),
+    (4, include_str!("../../migrations/postgres/0004_telemetry.sql")),
 ];
 
 /// Arbitrary constant naming vaxtrace's migration lock.
@@ -81,3 +82,4 @@ impl PgStore {
 sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_telemetry_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/sqlite/0001_foundation.sql")),
     (2, include_str!("../../migrations/sqlite/0002_stock.sql")),
     (3, include_str!("../../migrations/sqlite/0003_alerts.sql")),
+    (4, include_str!("../../migrations/sqlite/0004_telemetry.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -88,3 +89,4 @@ impl SqliteStore {
 sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_telemetry_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

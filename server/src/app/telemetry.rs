@@ -1,0 +1,302 @@
+//! Telemetry use cases: register loggers and ingest their batches. Ingest answers with the
+//! end-to-end ack only after the batch is committed; the transport publishes it.
+
+use prost::Message as _;
+use rand::RngCore as _;
+use serde::Deserialize;
+use vaxtrace_proto::signing::{self, Verified};
+use vaxtrace_proto::v1 as pb;
+
+use super::App;
+use crate::domain::telemetry::{self as tm, Device, DeviceInput, Incoming, NewDevice, StoredReading};
+use crate::domain::{Action, Caller, Idempotency, Page, PageRequest, new_id, now, validate};
+use crate::error::{Error, Result};
+
+/// Most readings accepted in one batch.
+pub const MAX_BATCH: usize = 1000;
+
+/// The answer to one batch, for the device's ack topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Every reading of the device with seq ≤ this is committed.
+    pub acked_seq: i64,
+    /// Readings of this batch refused for their content.
+    pub rejected: u32,
+    /// Empty on success, else an UPPER_SNAKE error (nothing of the batch was stored).
+    pub error: &'static str,
+}
+
+impl Ack {
+    fn refused(acked_seq: i64, error: &'static str) -> Self {
+        Ack { acked_seq, rejected: 0, error }
+    }
+}
+
+/// The fixed JSON form of a batch (see telemetry.proto).
+#[derive(Debug, Deserialize)]
+struct JsonBatch<'a> {
+    #[serde(borrow)]
+    readings: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    signature: Option<String>,
+    #[serde(default)]
+    key_version: u32,
+}
+
+#[derive(Debug, Deserialize)]
+struct JsonReading {
+    seq: JsonSeq,
+    time: String,
+    temp_c: Option<f64>,
+    #[serde(default)]
+    probe: u32,
+    power_on: Option<bool>,
+    battery_pct: Option<u32>,
+    door_open: Option<bool>,
+    #[serde(default)]
+    sensor_fault: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JsonSeq {
+    Number(u64),
+    Text(String),
+}
+
+fn from_json(payload: &[u8], key: &[u8]) -> std::result::Result<(Vec<Incoming>, bool, u32), &'static str> {
+    let batch: JsonBatch<'_> = serde_json::from_slice(payload).map_err(|_| "MALFORMED")?;
+    let verified = match &batch.signature {
+        None => false,
+        Some(hex) => {
+            let tag = signing::hmac_sha256(key, batch.readings.get().as_bytes()).map_err(|_| "BAD_SIGNATURE")?;
+            let expected = signing::to_hex(&tag);
+            // Constant time: a device's signature must not be guessable byte by byte.
+            let same = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), hex.as_bytes());
+            if !bool::from(same) {
+                return Err("BAD_SIGNATURE");
+            }
+            true
+        }
+    };
+    let readings: Vec<JsonReading> = serde_json::from_str(batch.readings.get()).map_err(|_| "MALFORMED")?;
+    let out = readings
+        .into_iter()
+        .map(|r| Incoming {
+            seq: match r.seq {
+                JsonSeq::Number(n) => n,
+                JsonSeq::Text(t) => t.parse().unwrap_or(0),
+            },
+            time: chrono::DateTime::parse_from_rfc3339(&r.time).ok().map(|t| t.to_utc()),
+            probe: r.probe,
+            temp_c: r.temp_c.unwrap_or(f64::NAN),
+            power_on: r.power_on,
+            battery_pct: r.battery_pct,
+            door_open: r.door_open,
+            sensor_fault: r.sensor_fault,
+        })
+        .collect();
+    Ok((out, verified, batch.key_version))
+}
+
+fn from_proto(
+    payload: &[u8],
+    key: &[u8],
+    device_id: &str,
+) -> std::result::Result<(Vec<Incoming>, bool, u32), &'static str> {
+    let (batch, verified) = match signing::verify_signed(payload, key) {
+        Ok(Verified::Valid(b)) => (b, true),
+        Ok(Verified::Unsigned(b)) => (b, false),
+        Ok(Verified::BadSignature) => return Err("BAD_SIGNATURE"),
+        Err(_) => return Err("MALFORMED"),
+    };
+    if !batch.device_id.is_empty() && batch.device_id != device_id {
+        return Err("DEVICE_MISMATCH");
+    }
+    let out = batch
+        .readings
+        .iter()
+        .map(|r| Incoming {
+            seq: r.seq,
+            time: r.time.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))),
+            probe: r.probe,
+            temp_c: r.temp_c,
+            power_on: r.power_on,
+            battery_pct: r.battery_pct,
+            door_open: r.door_open,
+            sensor_fault: r.sensor_fault.unwrap_or(false),
+        })
+        .collect();
+    Ok((out, verified, batch.key_version))
+}
+
+impl App {
+    /// Registers a logger at a facility; returns the device and its first HMAC key (shown once).
+    pub async fn register_device(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        input: DeviceInput,
+    ) -> Result<(Device, Vec<u8>)> {
+        caller.require(Action::SetPolicies)?;
+        let new = NewDevice::parse(input)?;
+        let facility = match self.store.get_facility(&new.facility_id).await? {
+            Some(f) if caller.covers(&f.path) => f,
+            Some(_) => return Err(Error::PermissionDenied),
+            None => return Err(caller.not_found("FACILITY_NOT_FOUND", "facility")),
+        };
+        for (i, p) in new.probes.iter().enumerate() {
+            match self.store.get_storage_unit(&p.storage_unit_id).await? {
+                Some((u, _)) if u.facility_id == facility.id => {}
+                Some(_) => {
+                    return Err(Error::precondition(
+                        "STORAGE_UNIT_OTHER_FACILITY",
+                        format!("probes[{i}]: the storage unit is at another facility"),
+                    ));
+                }
+                None => {
+                    return Err(Error::not_found(
+                        "STORAGE_UNIT_NOT_FOUND",
+                        format!("probes[{i}]: storage unit not found"),
+                    ));
+                }
+            }
+        }
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        let t = now();
+        let device = Device {
+            id: new_id(),
+            serial: new.serial.clone(),
+            name: new.name.clone(),
+            model: new.model.clone(),
+            facility_id: facility.id,
+            probes: new.probes.clone(),
+            expected_interval_secs: new.expected_interval_secs,
+            unsigned_allowed: new.unsigned_allowed,
+            key_version: 1,
+            key_rotated_at: t,
+            last_seen_at: None,
+            last_seq: 0,
+            online: false,
+            active: true,
+            created_at: t,
+            updated_at: t,
+        };
+        let idem = Idempotency::from_request(caller, "RegisterDevice", request_id, &new)?;
+        let stored = self.store.insert_device(idem.as_ref(), &device, &key).await;
+        let stored = self.remember(idem.as_ref(), stored).await?;
+        // A replay returns the first registration; its key was shown once and is not shown again.
+        let key = if stored.id == device.id { key } else { Vec::new() };
+        Ok((stored, key))
+    }
+
+    /// Reads a device (never its key).
+    pub async fn get_device(&self, caller: &Caller, id: &str) -> Result<Device> {
+        caller.require(Action::ReadFacilities)?;
+        let id = validate::id("id", id)?;
+        match self.store.get_device(&id).await? {
+            Some((d, _, path)) if caller.covers(&path) => Ok(d),
+            Some(_) => Err(Error::PermissionDenied),
+            None => Err(caller.not_found("DEVICE_NOT_FOUND", "device")),
+        }
+    }
+
+    /// Lists devices in scope.
+    pub async fn list_devices(
+        &self,
+        caller: &Caller,
+        facility_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<Device>> {
+        caller.require(Action::ReadFacilities)?;
+        let facility = validate::optional_id("facility_id", facility_id)?;
+        let page = PageRequest::parse(page_size, page_token, &facility)?;
+        self.store.list_devices(&caller.scope_path, facility.as_deref(), &page).await
+    }
+
+    /// Ingests one batch published on a device's readings topic. The device comes from the topic
+    /// and must be proven by the batch's signature (or be registered as unsigned): the topic alone
+    /// is not trusted, since a broker may not enforce topic ACLs. Returns the ack to publish; an
+    /// `Err` is a storage failure, after which nothing is acked and the device re-sends.
+    pub async fn ingest(&self, device_id: &str, payload: &[u8], json: bool) -> Result<Ack> {
+        let Ok(id) = validate::id("device_id", device_id) else { return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED")) };
+        let Some((device, key, _)) = self.store.get_device(&id).await? else {
+            return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED"));
+        };
+        let last = device.last_seq;
+        if !device.active {
+            return Ok(Ack::refused(last, "DEVICE_INACTIVE"));
+        }
+        let parsed = if json { from_json(payload, &key) } else { from_proto(payload, &key, &device.id) };
+        let (incoming, verified, key_version) = match parsed {
+            Ok(p) => p,
+            Err(e) => return Ok(Ack::refused(last, e)),
+        };
+        if verified && key_version != 0 && i64::from(key_version) != i64::from(device.key_version) {
+            return Ok(Ack::refused(last, "BAD_SIGNATURE"));
+        }
+        if !verified && !device.unsigned_allowed {
+            return Ok(Ack::refused(last, "SIGNATURE_REQUIRED"));
+        }
+        if incoming.len() > MAX_BATCH {
+            return Ok(Ack::refused(last, "TOO_MANY_READINGS"));
+        }
+        let t = now();
+        let mut rows = Vec::with_capacity(incoming.len());
+        let mut rejects = Vec::new();
+        for r in &incoming {
+            let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
+            match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
+                (None, Some(storage_unit_id), Some(time), Ok(seq)) => rows.push(StoredReading {
+                    seq,
+                    probe: r.probe,
+                    storage_unit_id,
+                    time,
+                    temp_c: (!r.sensor_fault).then_some(r.temp_c),
+                    power_on: r.power_on,
+                    battery_pct: r.battery_pct,
+                    door_open: r.door_open,
+                    sensor_fault: r.sensor_fault,
+                    verified,
+                }),
+                (reason, ..) => {
+                    let reason = reason.unwrap_or("SEQ_INVALID");
+                    tracing::info!(device = %device.id, seq = r.seq, reason, "reading rejected");
+                    if let Ok(seq) = i64::try_from(r.seq)
+                        && seq > 0
+                    {
+                        rejects.push((seq, reason));
+                    }
+                }
+            }
+        }
+        let acked = self.store.store_readings(&device.id, &rows, &rejects, t).await?;
+        self.metrics.ingested(rows.len() as u64);
+        Ok(Ack { acked_seq: acked, rejected: u32::try_from(rejects.len()).unwrap_or(u32::MAX), error: "" })
+    }
+}
+
+/// The protobuf ack for a device.
+pub fn ack_message(device_id: &str, ack: &Ack) -> Vec<u8> {
+    pb::ReadingAck {
+        device_id: device_id.to_owned(),
+        acked_seq: u64::try_from(ack.acked_seq).unwrap_or(0),
+        rejected_count: ack.rejected,
+        error: ack.error.to_owned(),
+    }
+    .encode_to_vec()
+}
+
+/// The JSON ack for a device.
+pub fn ack_json(device_id: &str, ack: &Ack) -> Vec<u8> {
+    serde_json::json!({
+        "device_id": device_id,
+        "acked_seq": ack.acked_seq,
+        "rejected_count": ack.rejected,
+        "error": ack.error,
+    })
+    .to_string()
+    .into_bytes()
+}

@@ -1,0 +1,176 @@
+//! MQTT ingest: a shared subscription to every device's readings topics (so N replicas split the
+//! load), each batch handed to [`App::ingest`], and the ack published only after it returns,
+//! i.e. after the commit. The event loop is always polled; batches queue to a few workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::app::telemetry::{ack_json, ack_message};
+
+/// The default shared-subscription group every replica joins.
+pub const SHARE_GROUP: &str = "vaxtrace";
+
+/// Where the broker is and who we are on it.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id (unique per replica).
+    pub client_id: String,
+    /// Username, if the broker wants one.
+    pub username: Option<String>,
+    /// Password (never logged).
+    pub password: Option<String>,
+    /// Concurrent batch workers.
+    pub workers: usize,
+    /// Shared-subscription group: replicas of one deployment share one (default `vaxtrace`).
+    pub share_group: String,
+}
+
+impl IngestConfig {
+    /// Parses `mqtt://host[:port]`.
+    pub fn from_url(url: &str, client_id: String) -> Result<Self, String> {
+        let rest =
+            url.strip_prefix("mqtt://").ok_or_else(|| format!("unsupported MQTT URL {url:?}: use mqtt://host:port"))?;
+        let (auth, hostport) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => {
+                (h.to_owned(), p.trim_end_matches('/').parse().map_err(|_| format!("bad port in {url:?}"))?)
+            }
+            None => (hostport.trim_end_matches('/').to_owned(), 1883),
+        };
+        let (username, password) = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
+            Some((u, p)) => (Some(u.to_owned()), (!p.is_empty()).then(|| p.to_owned())),
+            None => (None, None),
+        };
+        Ok(IngestConfig { host, port, client_id, username, password, workers: 4, share_group: SHARE_GROUP.to_owned() })
+    }
+}
+
+struct Batch {
+    device_id: String,
+    json: bool,
+    publish: rumqttc::Publish,
+}
+
+/// `vaxtrace/v1/devices/{id}/readings[/json]` → (id, json).
+pub fn parse_topic(topic: &str) -> Option<(&str, bool)> {
+    let rest = topic.strip_prefix("vaxtrace/v1/devices/")?;
+    let (id, tail) = rest.split_once('/')?;
+    match tail {
+        "readings" => Some((id, false)),
+        "readings/json" => Some((id, true)),
+        _ => None,
+    }
+}
+
+/// Runs ingest until the process ends; reconnects with back-off.
+pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut opts = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        opts.set_inflight(100);
+        if let Some(u) = &cfg.username {
+            opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        let (tx, rx) = mpsc::channel::<Batch>(1000);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..cfg.workers.max(1) {
+            let (app, client, rx) = (app.clone(), client.clone(), rx.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(batch) = rx.lock().await.recv().await else { return };
+                    handle(&app, &client, batch).await;
+                }
+            });
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(host = %cfg.host, port = cfg.port, "ingest connected to the MQTT broker");
+                    // A clean session forgets subscriptions, so subscribe on every connect.
+                    // One group per filter: rumqttd keys a shared subscription by its group name
+                    // alone, so a second filter in the same group would be dropped.
+                    for (group, suffix) in [("", "readings"), ("-json", "readings/json")] {
+                        let filter = format!("$share/{}{group}/vaxtrace/v1/devices/+/{suffix}", cfg.share_group);
+                        if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                            tracing::error!(error = %e, "cannot subscribe");
+                        }
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let Some((device_id, json)) = parse_topic(&p.topic) else {
+                        app.metrics().invalid_batch();
+                        tracing::warn!(topic = %p.topic, "message on an unexpected topic");
+                        continue;
+                    };
+                    let batch = Batch { device_id: device_id.to_owned(), json, publish: p };
+                    if tx.send(batch).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    })
+}
+
+async fn handle(app: &App, client: &AsyncClient, batch: Batch) {
+    let payload = &batch.publish.payload;
+    match app.ingest(&batch.device_id, payload, batch.json).await {
+        Ok(ack) => {
+            if ack.error.is_empty() {
+                app.metrics().readings(ack.rejected);
+            } else {
+                app.metrics().invalid_batch();
+                tracing::info!(device = %batch.device_id, error = ack.error, "batch refused");
+            }
+            let (topic, body) = if batch.json {
+                (format!("vaxtrace/v1/devices/{}/ack/json", batch.device_id), ack_json(&batch.device_id, &ack))
+            } else {
+                (format!("vaxtrace/v1/devices/{}/ack", batch.device_id), ack_message(&batch.device_id, &ack))
+            };
+            if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
+                tracing::warn!(error = %e, "cannot publish an ack; the device will re-send");
+            }
+        }
+        // Nothing was committed or nothing is acked: the device re-sends after its timeout.
+        Err(e) => tracing::error!(device = %batch.device_id, error = %e, "batch not stored"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_and_urls() {
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings"), Some(("abc", false)));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings/json"), Some(("abc", true)));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/ack"), None);
+        let c = IngestConfig::from_url("mqtt://u:p@broker:1884", "id".into()).ok();
+        assert_eq!(
+            c.as_ref().map(|c| (c.host.as_str(), c.port, c.username.as_deref())),
+            Some(("broker", 1884, Some("u")))
+        );
+        assert!(IngestConfig::from_url("http://x", "id".into()).is_err());
+    }
+}

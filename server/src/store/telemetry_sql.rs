@@ -1,0 +1,197 @@
+//! Devices and readings, shared by both engines like `common.rs`.
+
+pub(crate) const DEVICE_COLS: &str = "d.id, d.serial, d.name, d.model, d.facility_id, d.expected_interval_secs, \
+     d.unsigned_allowed, d.key_version, d.key_rotated_at, d.last_seen_at, d.last_seq, d.online, d.active, \
+     d.created_at, d.updated_at";
+
+macro_rules! sql_telemetry_store {
+    ($Store:ty, $Db:ty, $Row:ty) => {
+        use $crate::domain::telemetry::{self as tm, Device};
+        use $crate::store::telemetry_sql::DEVICE_COLS;
+
+        fn device_row(r: &$Row, probes: Vec<tm::Probe>) -> Result<Device> {
+            Ok(Device {
+                id: r.try_get("id")?,
+                serial: r.try_get("serial")?,
+                name: r.try_get("name")?,
+                model: r.try_get("model")?,
+                facility_id: r.try_get("facility_id")?,
+                probes,
+                expected_interval_secs: r.try_get("expected_interval_secs")?,
+                unsigned_allowed: r.try_get("unsigned_allowed")?,
+                key_version: r.try_get("key_version")?,
+                key_rotated_at: r.try_get("key_rotated_at")?,
+                last_seen_at: r.try_get("last_seen_at")?,
+                last_seq: r.try_get("last_seq")?,
+                online: r.try_get("online")?,
+                active: r.try_get("active")?,
+                created_at: r.try_get("created_at")?,
+                updated_at: r.try_get("updated_at")?,
+            })
+        }
+
+        async fn probes_of<'e, E>(exec: E, device_id: &str) -> Result<Vec<tm::Probe>>
+        where
+            E: sqlx::Executor<'e, Database = $Db>,
+        {
+            let rows = sqlx::query("SELECT probe, storage_unit_id, label FROM device_probes WHERE device_id = $1 ORDER BY probe")
+                .bind(device_id)
+                .fetch_all(exec)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    let probe: i32 = r.try_get("probe")?;
+                    Ok(tm::Probe { index: u32::try_from(probe).unwrap_or(0), storage_unit_id: r.try_get("storage_unit_id")?, label: r.try_get("label")? })
+                })
+                .collect()
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::TelemetryStore for $Store {
+            async fn insert_device(&self, idem: Option<&d::Idempotency>, dev: &Device, key: &[u8]) -> Result<Device> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                sqlx::query(
+                    "INSERT INTO devices (id, serial, name, model, facility_id, expected_interval_secs, unsigned_allowed, \
+                     hmac_key, key_version, key_rotated_at, last_seq, online, active, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, TRUE, $11, $12)",
+                )
+                .bind(&dev.id)
+                .bind(&dev.serial)
+                .bind(&dev.name)
+                .bind(&dev.model)
+                .bind(&dev.facility_id)
+                .bind(dev.expected_interval_secs)
+                .bind(dev.unsigned_allowed)
+                .bind(key)
+                .bind(dev.key_version)
+                .bind(dev.key_rotated_at)
+                .bind(dev.created_at)
+                .bind(dev.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match $crate::store::map_unique(e) {
+                    Error::AlreadyExists { .. } => Error::exists("DUPLICATE_SERIAL", "a device with this serial is registered"),
+                    other => other,
+                })?;
+                for p in &dev.probes {
+                    sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
+                        .bind(&dev.id)
+                        .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
+                        .bind(&p.storage_unit_id)
+                        .bind(&p.label)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                idem_finish(&mut tx, idem, dev).await?;
+                tx.commit().await?;
+                Ok(dev.clone())
+            }
+
+            async fn get_device(&self, id: &str) -> Result<Option<(Device, Vec<u8>, String)>> {
+                let sql = format!("SELECT {DEVICE_COLS}, d.hmac_key, f.path FROM devices d JOIN facilities f ON f.id = d.facility_id WHERE d.id = $1");
+                let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await? else {
+                    return Ok(None);
+                };
+                let probes = probes_of(&self.pool, id).await?;
+                Ok(Some((device_row(&r, probes)?, r.try_get("hmac_key")?, r.try_get("path")?)))
+            }
+
+            async fn list_devices(&self, scope_path: &str, facility_id: Option<&str>, page: &PageRequest) -> Result<Page<Device>> {
+                let sql = format!(
+                    "SELECT {DEVICE_COLS} FROM devices d JOIN facilities f ON f.id = d.facility_id WHERE f.path >= $1 AND f.path < $2 \
+                     AND ($3 IS NULL OR d.facility_id = $3) AND ($4 IS NULL OR d.id > $4) ORDER BY d.id LIMIT $5"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(facility_id)
+                    .bind(&page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut items = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let id: String = r.try_get("id")?;
+                    items.push(device_row(r, probes_of(&self.pool, &id).await?)?);
+                }
+                Ok(page.finish(items, |d| &d.id))
+            }
+
+            async fn store_readings(
+                &self,
+                device_id: &str,
+                readings: &[tm::StoredReading],
+                rejects: &[(i64, &'static str)],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<i64> {
+                let mut tx = self.begin_write().await?;
+                // Lock the device row before anything else: it serializes batches (and replicas)
+                // advancing one device's ack, and taking it first avoids the deadlock of two
+                // transactions upgrading the key-share locks their reading inserts took on it.
+                let sql = format!("SELECT last_seq FROM devices WHERE id = $1{}", <$Store>::LOCK);
+                let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
+                for r in readings {
+                    sqlx::query(
+                        "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
+                         door_open, sensor_fault, received_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(device_id)
+                    .bind(r.seq)
+                    .bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
+                    .bind(&r.storage_unit_id)
+                    .bind(r.time)
+                    .bind(r.temp_c)
+                    .bind(r.power_on)
+                    .bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
+                    .bind(r.door_open)
+                    .bind(r.sensor_fault)
+                    .bind(now)
+                    .bind(r.verified)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (seq, reason) in rejects {
+                    sqlx::query("INSERT INTO reading_rejects (device_id, seq, reason, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                        .bind(device_id)
+                        .bind(seq)
+                        .bind(*reason)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let above: Vec<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM readings WHERE device_id = $1 AND seq > $2 UNION \
+                     SELECT seq FROM reading_rejects WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT 100000",
+                )
+                .bind(device_id)
+                .bind(last)
+                .fetch_all(&mut *tx)
+                .await?;
+                let acked = tm::advance_ack(last, &above);
+                sqlx::query("UPDATE devices SET last_seq = $1, last_seen_at = $2 WHERE id = $3")
+                    .bind(acked)
+                    .bind(now)
+                    .bind(device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(acked)
+            }
+
+            async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)> {
+                let r = sqlx::query(
+                    "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(seq), 0) AS BIGINT) AS lo, \
+                     CAST(COALESCE(MAX(seq), 0) AS BIGINT) AS hi FROM readings WHERE device_id = $1",
+                )
+                .bind(device_id)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok((r.try_get("n")?, r.try_get("lo")?, r.try_get("hi")?))
+            }
+        }
+    };
+}

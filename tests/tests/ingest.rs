@@ -1,0 +1,299 @@
+//! MQTT ingest end to end: devices publish signed batches through a real broker (embedded rumqttd,
+//! and Mosquitto when VAXTRACE_TEST_MQTT_URL is set); the server stores each (device, seq) once and
+//! acks only what is committed, on both engines.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use prost::Message as _;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use vaxtrace_proto::signing::encode_signed;
+use vaxtrace_proto::v1 as pb;
+use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
+use vaxtrace_server::ingest::IngestConfig;
+use vaxtrace_tests::world::world;
+use vaxtrace_tests::{TestDb, TestServer, authed};
+
+/// On a shared external broker every test's server receives every device's batches (one copy per
+/// subscription group) and would answer DEVICE_NOT_REGISTERED for the other test's devices, so the
+/// tests of this file take turns.
+static BROKER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The brokers to run against: the embedded one always, the external one when configured.
+async fn brokers() -> Vec<(String, u16)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = vaxtrace_server::broker::start(([127, 0, 0, 1], port).into()).await.unwrap();
+    let mut v = vec![("127.0.0.1".to_owned(), addr.port())];
+    if let Ok(url) = std::env::var("VAXTRACE_TEST_MQTT_URL")
+        && !url.is_empty()
+    {
+        let c = IngestConfig::from_url(&url, String::new()).unwrap();
+        v.push((c.host, c.port));
+    }
+    v
+}
+
+fn ingest_config(host: &str, port: u16, group: &str) -> IngestConfig {
+    IngestConfig {
+        host: host.to_owned(),
+        port,
+        client_id: format!("vt-ingest-{}", uuid::Uuid::now_v7().simple()),
+        username: None,
+        password: None,
+        workers: 4,
+        share_group: group.to_owned(),
+    }
+}
+
+/// A device's side of the contract: publishes batches and waits for acks.
+struct Device {
+    id: String,
+    key: Vec<u8>,
+    client: AsyncClient,
+    acks: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+}
+
+impl Device {
+    async fn connect(host: &str, port: u16, id: &str, key: Vec<u8>) -> Device {
+        let mut opts = MqttOptions::new(format!("dev-{}", uuid::Uuid::now_v7().simple()), host, port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut el) = AsyncClient::new(opts, 100);
+        let (tx, acks) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        // `ack/#` also matches `ack` itself (MQTT 4.7.1.2): one subscription, no duplicates.
+        client.subscribe(format!("vaxtrace/v1/devices/{id}/ack/#"), QoS::AtLeastOnce).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), ready).await.unwrap().unwrap();
+        Device { id: id.to_owned(), key, client, acks }
+    }
+
+    async fn publish(&self, seqs: impl IntoIterator<Item = u64>, temp: f64, key: Option<&[u8]>) {
+        let now = chrono::Utc::now();
+        let readings = seqs
+            .into_iter()
+            .map(|seq| pb::Reading {
+                seq,
+                time: Some(prost_types_ts(now - chrono::Duration::minutes(10) + chrono::Duration::seconds(seq as i64))),
+                probe: 0,
+                temp_c: temp,
+                ..Default::default()
+            })
+            .collect();
+        let batch = pb::ReadingBatch { device_id: self.id.clone(), readings, key_version: 0, signature: Vec::new() };
+        let bytes = encode_signed(&batch, key).unwrap();
+        self.client
+            .publish(format!("vaxtrace/v1/devices/{}/readings", self.id), QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+    }
+
+    async fn ack(&mut self) -> pb::ReadingAck {
+        let (topic, body) =
+            tokio::time::timeout(Duration::from_secs(20), self.acks.recv()).await.expect("an ack within 20 s").unwrap();
+        assert!(topic.ends_with("/ack"), "{topic}");
+        pb::ReadingAck::decode(body.as_slice()).unwrap()
+    }
+}
+
+fn prost_types_ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }
+}
+
+#[tokio::test]
+async fn batches_are_stored_once_and_acked_after_commit() {
+    let _turn = BROKER_TURN.lock().await;
+    for (host, port) in brokers().await {
+        for db in TestDb::all() {
+            let srv = TestServer::start(db).await;
+            let w = world(&srv).await;
+            let name = format!("{} via {host}:{port}", srv.db.name());
+            let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
+            let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let mut tel = TelemetryServiceClient::new(srv.channel().await);
+            let reg = pb::RegisterDeviceRequest {
+                device: Some(pb::Device {
+                    serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+                    facility_id: w.c.clone(),
+                    probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
+                    expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            };
+            let r = tel.register_device(authed(&w.tok, reg)).await.unwrap().into_inner();
+            let (id, key) = (r.device.unwrap().id, r.key);
+            assert_eq!(key.len(), 32);
+            let mut dev = Device::connect(&host, port, &id, key.clone()).await;
+            // The subscriber may join the broker's group a moment after we start it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let k = dev.key.clone();
+
+            dev.publish(1..=5, 4.5, Some(&k)).await;
+            let a = dev.ack().await;
+            assert_eq!((a.acked_seq, a.rejected_count, a.error.as_str()), (5, 0, ""), "{name}");
+            // A re-sent batch is acked again and stored once.
+            dev.publish(1..=5, 4.5, Some(&k)).await;
+            assert_eq!(dev.ack().await.acked_seq, 5, "{name}");
+            // A gap holds the ack back until it is filled.
+            dev.publish(7..=8, 4.5, Some(&k)).await;
+            assert_eq!(dev.ack().await.acked_seq, 5, "{name}: seq 6 is missing");
+            dev.publish([6], 4.5, Some(&k)).await;
+            assert_eq!(dev.ack().await.acked_seq, 8, "{name}");
+            // Invalid content is rejected, counted, and does not hold the ack back.
+            dev.publish([9], 95.0, Some(&k)).await;
+            let a = dev.ack().await;
+            assert_eq!((a.acked_seq, a.rejected_count), (9, 1), "{name}");
+            // A wrong key or no signature stores nothing.
+            dev.publish([10], 4.5, Some(b"not the device key")).await;
+            let a = dev.ack().await;
+            assert_eq!((a.acked_seq, a.error.as_str()), (9, "BAD_SIGNATURE"), "{name}");
+            dev.publish([10], 4.5, None).await;
+            assert_eq!(dev.ack().await.error, "SIGNATURE_REQUIRED", "{name}");
+            let (n, lo, hi) = srv.app.store().count_readings(&id).await.unwrap();
+            assert_eq!((n, lo, hi), (8, 1, 8), "{name}: seqs 1..8 stored exactly once");
+
+            // An unregistered device is never acked.
+            let ghost_id = uuid::Uuid::now_v7().to_string();
+            let mut ghost = Device::connect(&host, port, &ghost_id, key.clone()).await;
+            ghost.publish(1..=3, 4.5, Some(&k)).await;
+            let a = ghost.ack().await;
+            assert_eq!((a.acked_seq, a.error.as_str()), (0, "DEVICE_NOT_REGISTERED"), "{name}");
+
+            // The JSON topic, as a simple third-party logger would send it.
+            let readings = format!(
+                r#"[{{"seq":10,"time":"{}","temp_c":5.5}}]"#,
+                (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339()
+            );
+            let sig = vaxtrace_proto::signing::to_hex(
+                &vaxtrace_proto::signing::hmac_sha256(&k, readings.as_bytes()).unwrap(),
+            );
+            let body = format!(r#"{{"readings":{readings},"signature":"{sig}"}}"#);
+            dev.client
+                .publish(format!("vaxtrace/v1/devices/{id}/readings/json"), QoS::AtLeastOnce, false, body)
+                .await
+                .unwrap();
+            let (topic, body) = tokio::time::timeout(Duration::from_secs(20), dev.acks.recv()).await.unwrap().unwrap();
+            assert!(topic.ends_with("/ack/json"), "{topic}");
+            let v: serde_json_shim::Value = serde_json_shim::from_slice(&body).unwrap();
+            assert_eq!(v["acked_seq"], 10, "{name}: {v}");
+            ingest.abort();
+            srv.stop().await;
+        }
+    }
+}
+
+mod serde_json_shim {
+    pub use serde_json::{Value, from_slice};
+}
+
+/// The real agent (in-process, simulator on a fast clock) publishes through the broker to two
+/// ingest replicas sharing the subscription; one replica dies mid-run. Every reading the agent
+/// produced ends up stored exactly once and acked.
+#[tokio::test]
+async fn real_agent_through_two_replicas_one_killed() {
+    let _turn = BROKER_TURN.lock().await;
+    for (host, port) in brokers().await {
+        for db in TestDb::all() {
+            let srv = TestServer::start(db).await;
+            let w = world(&srv).await;
+            let name = format!("{} via {host}:{port}", srv.db.name());
+            let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
+            let replica_a = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let replica_b = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let mut tel = TelemetryServiceClient::new(srv.channel().await);
+            let reg = pb::RegisterDeviceRequest {
+                device: Some(pb::Device {
+                    serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+                    facility_id: w.c.clone(),
+                    probes: vec![
+                        pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR top".into() },
+                        pb::Probe { index: 1, storage_unit_id: w.cu.clone(), label: "ILR basket".into() },
+                    ],
+                    expected_interval: Some(prost_types::Duration { seconds: 60, nanos: 0 }),
+                    ..Default::default()
+                }),
+                request_id: String::new(),
+            };
+            let r = tel.register_device(authed(&w.tok, reg)).await.unwrap().into_inner();
+            let id = r.device.unwrap().id;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+
+            const N: i64 = 600;
+            let dir = tempfile::tempdir().unwrap();
+            let config = format!(
+                r#"
+device_id = "{id}"
+data_dir = "{data}"
+interval = "60s"
+[mqtt]
+url = "mqtt://{host}:{port}"
+[uplink]
+batch_size = 20
+ack_timeout = "2s"
+key_hex = "{key}"
+[simulator]
+seed = 7
+speed = 100000
+start = "now - 2d"
+max_readings = {N}
+[[probes]]
+index = 0
+source = {{ kind = "simulator", scenario = "stable" }}
+[[probes]]
+index = 1
+source = {{ kind = "simulator", scenario = "warm_drift" }}
+"#,
+                data = dir.path().display(),
+                key = vaxtrace_proto::signing::to_hex(&r.key),
+            );
+            let cfg = vaxtrace_agent::config::Config::parse(&config).unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let agent = tokio::spawn(vaxtrace_agent::agent::run(cfg, async move {
+                let _ = stopped.await;
+            }));
+            // Kill one replica once part of the readings are in; its share moves to the other.
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            let mut killed = false;
+            loop {
+                let (n, _, _) = srv.app.store().count_readings(&id).await.unwrap();
+                if !killed && n >= N / 4 {
+                    replica_a.abort();
+                    killed = true;
+                }
+                let d = srv.app.store().get_device(&id).await.unwrap().unwrap().0;
+                if d.last_seq == N {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{name}: only {n} readings, acked {} after 90 s",
+                    d.last_seq
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(killed, "{name}");
+            let (n, lo, hi) = srv.app.store().count_readings(&id).await.unwrap();
+            assert_eq!((n, lo, hi), (N, 1, N), "{name}: every seq 1..N stored exactly once");
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
+            replica_b.abort();
+            srv.stop().await;
+        }
+    }
+}
