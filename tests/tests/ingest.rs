@@ -103,6 +103,15 @@ impl Device {
             .unwrap();
     }
 
+    async fn publish_readings(&self, readings: Vec<pb::Reading>, key: &[u8]) {
+        let batch = pb::ReadingBatch { device_id: self.id.clone(), readings, key_version: 0, signature: Vec::new() };
+        let bytes = encode_signed(&batch, Some(key)).unwrap();
+        self.client
+            .publish(format!("vaxtrace/v1/devices/{}/readings", self.id), QoS::AtLeastOnce, false, bytes)
+            .await
+            .unwrap();
+    }
+
     async fn ack(&mut self) -> pb::ReadingAck {
         let (topic, body) =
             tokio::time::timeout(Duration::from_secs(20), self.acks.recv()).await.expect("an ack within 20 s").unwrap();
@@ -295,5 +304,74 @@ source = {{ kind = "simulator", scenario = "warm_drift" }}
             replica_b.abort();
             srv.stop().await;
         }
+    }
+}
+
+/// A 12-hour breach above +8 °C, published second half first and then re-sent whole, opens
+/// exactly one HEAT alarm and one EXCURSION warning, both carrying reading times, and the reading
+/// back in range clears them.
+#[tokio::test]
+async fn heat_breach_alerts_do_not_depend_on_arrival_order() {
+    let _turn = BROKER_TURN.lock().await;
+    let (host, port) = brokers().await.remove(0);
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let w = world(&srv).await;
+        let name = srv.db.name();
+        let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, "vt-heat"));
+        let mut tel = TelemetryServiceClient::new(srv.channel().await);
+        let reg = pb::RegisterDeviceRequest {
+            device: Some(pb::Device {
+                serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+                facility_id: w.c.clone(),
+                probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
+                expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        };
+        let r = tel.register_device(authed(&w.tok, reg)).await.unwrap().into_inner();
+        let id = r.device.unwrap().id;
+        let mut dev = Device::connect(&host, port, &id, r.key.clone()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // Every 10 min: 6 readings at 5 °C, 73 at 9 °C (12 h), then one at 5 °C.
+        let t0 = (chrono::Utc::now() - chrono::Duration::hours(14)).timestamp();
+        let temps: Vec<f64> = std::iter::repeat_n(5.0, 6).chain(std::iter::repeat_n(9.0, 73)).chain([5.0]).collect();
+        let readings: Vec<pb::Reading> = temps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| pb::Reading {
+                seq: i as u64 + 1,
+                time: Some(prost_types::Timestamp { seconds: t0 + 600 * i as i64, nanos: 0 }),
+                temp_c: *t,
+                ..Default::default()
+            })
+            .collect();
+        let breach_start = t0 + 600 * 6;
+        let back_in_range = t0 + 600 * 79;
+        dev.publish_readings(readings[40..].to_vec(), &r.key).await;
+        assert_eq!(dev.ack().await.acked_seq, 0, "{name}: seqs 1..40 still missing");
+        dev.publish_readings(readings[..40].to_vec(), &r.key).await;
+        assert_eq!(dev.ack().await.acked_seq, 80, "{name}");
+        dev.publish_readings(readings.clone(), &r.key).await;
+        assert_eq!(dev.ack().await.acked_seq, 80, "{name}");
+
+        let mut alerts = vaxtrace_proto::v1::alert_service_client::AlertServiceClient::new(srv.channel().await);
+        let all =
+            alerts.list_alerts(authed(&w.tok, pb::ListAlertsRequest::default())).await.unwrap().into_inner().alerts;
+        let of = |k: pb::AlertKind| all.iter().filter(|a| a.kind == k as i32).collect::<Vec<_>>();
+        let heat = of(pb::AlertKind::Heat);
+        let excursion = of(pb::AlertKind::Excursion);
+        assert_eq!((heat.len(), excursion.len()), (1, 1), "{name}: one alert per episode: {all:?}");
+        for a in [heat[0], excursion[0]] {
+            assert_eq!(a.start_time.map(|t| t.seconds), Some(breach_start), "{name}: reading time, not arrival");
+            assert_eq!(a.end_time.map(|t| t.seconds), Some(back_in_range), "{name}");
+            assert!(!a.condition_active, "{name}");
+            assert_eq!(a.subject.as_ref().map(|s| s.storage_unit_id.as_str()), Some(w.cu.as_str()));
+        }
+        assert_eq!(heat[0].severity, pb::AlertSeverity::Alarm as i32, "{name}: 12 h is short of the 20 h escalation");
+        ingest.abort();
+        srv.stop().await;
     }
 }

@@ -256,7 +256,9 @@ impl App {
                         product_id: p.product_id.clone(),
                         ..Default::default()
                     };
-                    written += raise(Condition { kind, subject, severity, start: now, details }, &mut present).await?;
+                    written +=
+                        raise(Condition { kind, subject, severity, start: now, through: now, details }, &mut present)
+                            .await?;
                 }
             }
             if policies.next_page_token.is_empty() {
@@ -292,9 +294,11 @@ impl App {
                 ..Default::default()
             };
             let subject = Subject { facility_id, lot_id, product_id, ..Default::default() };
-            written +=
-                raise(Condition { kind: AlertKind::ExpiryRisk, subject, severity, start: now, details }, &mut present)
-                    .await?;
+            written += raise(
+                Condition { kind: AlertKind::ExpiryRisk, subject, severity, start: now, through: now, details },
+                &mut present,
+            )
+            .await?;
         }
 
         // Session wastage over the last 30 days, per cold-chain point (session sites roll up).
@@ -337,6 +341,7 @@ impl App {
                         subject,
                         severity: Severity::Warning,
                         start: now,
+                        through: now,
                         details,
                     },
                     &mut present,
@@ -373,6 +378,7 @@ impl App {
                         subject,
                         severity: Severity::Warning,
                         start: now,
+                        through: now,
                         details,
                     },
                     &mut present,

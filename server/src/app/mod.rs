@@ -14,6 +14,7 @@ use crate::error::{Error, Result, reason};
 use crate::store::Store;
 
 pub mod alert;
+pub mod coldchain;
 pub mod report;
 pub mod stock;
 pub mod telemetry;
@@ -28,6 +29,8 @@ pub struct App {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Process counters for /metrics.
     metrics: crate::Metrics,
+    /// Serializes alarm evaluation per device in this process.
+    probe_locks: Arc<coldchain::ProbeLocks>,
 }
 
 /// A token just created: its description and the bearer secret, shown once.
@@ -47,6 +50,7 @@ impl App {
             events: Arc::new(tokio::sync::watch::Sender::new(0)),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             metrics: crate::Metrics::default(),
+            probe_locks: Arc::default(),
         }
     }
 

@@ -274,6 +274,15 @@ impl App {
         }
         let acked = self.store.store_readings(&device.id, &rows, &rejects, t).await?;
         self.metrics.ingested(rows.len() as u64);
+        // Alarms before the ack, so an alert is visible by the time the device hears back. A
+        // failure here leaves the readings stored; the next batch's evaluation catches up.
+        for probe in &device.probes {
+            if let Some(earliest) = rows.iter().filter(|r| r.probe == probe.index).map(|r| r.time).min()
+                && let Err(e) = self.evaluate_probe(&device, probe, earliest).await
+            {
+                tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
+            }
+        }
         Ok(Ack { acked_seq: acked, rejected: u32::try_from(rejects.len()).unwrap_or(u32::MAX), error: "" })
     }
 }

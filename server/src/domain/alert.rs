@@ -119,13 +119,16 @@ pub struct Subject {
     pub shipment_id: String,
     /// Probe index.
     pub probe: u32,
+    /// For cold-chain alarms: the reading time (ms) the episode started at; 0 otherwise.
+    #[serde(default)]
+    pub episode_start_ms: i64,
 }
 
 impl Subject {
     /// The uniqueness key of an alert of `kind` about this subject.
     pub fn key(&self, kind: AlertKind) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}",
             kind.as_i32(),
             self.facility_id,
             self.storage_unit_id,
@@ -133,7 +136,8 @@ impl Subject {
             self.device_id,
             self.product_id,
             self.shipment_id,
-            self.probe
+            self.probe,
+            self.episode_start_ms
         )
     }
 }
@@ -184,6 +188,8 @@ pub struct Condition {
     pub severity: Severity,
     /// When the condition started.
     pub start: DateTime<Utc>,
+    /// The reading (or evaluation) time the condition is known to hold through.
+    pub through: DateTime<Utc>,
     /// Measurements now.
     pub details: Details,
 }
@@ -386,4 +392,45 @@ pub fn clear(mut a: Alert, end: DateTime<Utc>, now: DateTime<Utc>) -> Option<Ale
     a.end = Some(end);
     a.updated_at = now;
     Some(a)
+}
+
+/// The alert kind of a cold-chain alarm.
+pub fn alarm_kind(k: vaxtrace_coldchain::AlarmKind) -> AlertKind {
+    use vaxtrace_coldchain::AlarmKind as K;
+    match k {
+        K::Excursion => AlertKind::Excursion,
+        K::Heat => AlertKind::Heat,
+        K::Freeze => AlertKind::Freeze,
+        K::NoData => AlertKind::NoData,
+        K::PowerOut => AlertKind::PowerOut,
+        K::SensorFault => AlertKind::SensorFault,
+    }
+}
+
+/// The alert severity of a cold-chain severity.
+pub fn alarm_severity(s: vaxtrace_coldchain::Severity) -> Severity {
+    use vaxtrace_coldchain::Severity as S;
+    match s {
+        S::Warning => Severity::Warning,
+        S::Alarm => Severity::Alarm,
+        S::Critical => Severity::Critical,
+    }
+}
+
+/// The measurements of a cold-chain alarm event.
+pub fn alarm_details(e: &vaxtrace_coldchain::AlarmEvent, unit_name: &str) -> Details {
+    let c = |v: Option<i32>| v.map(|x| f64::from(x) / 100.0);
+    let (min, max) = (c(e.min_centi), c(e.max_centi));
+    let summary = match (min, max) {
+        (Some(lo), Some(hi)) => format!("{unit_name}: {lo:.1}..{hi:.1} °C for {} min", e.minutes_past_threshold),
+        _ => format!("{unit_name}: {:?} for {} min", e.kind, e.minutes_past_threshold),
+    };
+    Details {
+        min_temp_c: min,
+        max_temp_c: max,
+        minutes_past_threshold: Some(e.minutes_past_threshold),
+        degree_hours_above_max: (e.kind == vaxtrace_coldchain::AlarmKind::Heat).then(|| e.degree_hours()),
+        summary,
+        ..Default::default()
+    }
 }

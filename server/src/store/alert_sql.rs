@@ -4,7 +4,7 @@
 //! (writers are already serialized).
 
 pub(crate) const ALERT_COLS: &str = "a.id, a.kind, a.severity, a.state, a.facility_id, a.storage_unit_id, a.lot_id, \
-     a.device_id, a.product_id, a.shipment_id, a.probe, a.start_time, a.end_time, a.opened_at, a.updated_at, \
+     a.device_id, a.product_id, a.shipment_id, a.probe, a.episode_start, a.start_time, a.end_time, a.opened_at, a.updated_at, \
      a.acknowledgement, a.resolution, a.details, a.condition_active";
 
 macro_rules! sql_alert_store {
@@ -30,6 +30,7 @@ macro_rules! sql_alert_store {
                     product_id: r.try_get("product_id")?,
                     shipment_id: r.try_get("shipment_id")?,
                     probe: u32::try_from(probe).unwrap_or(0),
+                    episode_start_ms: r.try_get("episode_start")?,
                 },
                 start: r.try_get("start_time")?,
                 end: r.try_get("end_time")?,
@@ -46,13 +47,13 @@ macro_rules! sql_alert_store {
             let sql = if insert {
                 "INSERT INTO alerts (kind, severity, state, subject_key, facility_id, storage_unit_id, lot_id, device_id, \
                  product_id, shipment_id, probe, start_time, end_time, opened_at, updated_at, acknowledgement, resolution, \
-                 details, condition_active, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $17, $18, $19, $20)"
+                 details, condition_active, id, episode_start) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $17, $18, $19, $20, $21)"
             } else {
                 "UPDATE alerts SET kind = $1, severity = $2, state = $3, subject_key = $4, facility_id = $5, \
                  storage_unit_id = $6, lot_id = $7, device_id = $8, product_id = $9, shipment_id = $10, probe = $11, \
                  start_time = $12, end_time = $13, opened_at = $14, updated_at = $15, acknowledgement = $16, \
-                 resolution = $17, details = $18, condition_active = $19 WHERE id = $20"
+                 resolution = $17, details = $18, condition_active = $19, episode_start = $21 WHERE id = $20"
             };
             let s = &a.subject;
             sqlx::query(sql)
@@ -76,6 +77,7 @@ macro_rules! sql_alert_store {
                 .bind(serde_json::to_string(&a.details)?)
                 .bind(a.condition_active)
                 .bind(&a.id)
+                .bind(s.episode_start_ms)
                 .execute(&mut **tx)
                 .await
                 .map_err($crate::store::map_unique)?;
@@ -125,6 +127,34 @@ macro_rules! sql_alert_store {
             async fn raise(&self, c: &al::Condition) -> Result<Option<AlertEvent>> {
                 let key = c.subject.key(c.kind);
                 let mut tx = self.begin_write().await?;
+                // A cold-chain episode first seen from part of its readings (late data arriving
+                // out of order) may turn out to start earlier: the alert whose start lies inside
+                // this episode is the same episode, so it moves to the true start.
+                let s = &c.subject;
+                if s.episode_start_ms > 0 {
+                    let sql = format!(
+                        "SELECT {ALERT_COLS} FROM alerts a WHERE a.kind = $1 AND a.device_id = $2 AND a.probe = $3 \
+                         AND a.storage_unit_id = $4 AND a.episode_start > $5 AND a.episode_start <= $6 \
+                         ORDER BY a.episode_start LIMIT 1{}",
+                        <$Store>::LOCK
+                    );
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(c.kind.as_i32())
+                        .bind(&s.device_id)
+                        .bind(i32::try_from(s.probe).unwrap_or(i32::MAX))
+                        .bind(&s.storage_unit_id)
+                        .bind(s.episode_start_ms)
+                        .bind(c.through.timestamp_millis())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if let Some(r) = row {
+                        let mut partial = alert_row(&r)?;
+                        partial.subject.episode_start_ms = s.episode_start_ms;
+                        partial.start = c.start;
+                        partial.updated_at = d::now();
+                        write_alert(&mut tx, &partial, false).await?;
+                    }
+                }
                 let open = unresolved_by_key(&mut tx, &key).await?;
                 let suppressed = open.is_none() && latest_resolved_active(&mut tx, &key).await?.is_some();
                 let ev = match al::raise(open, suppressed, c, d::now(), d::new_id) {

@@ -319,6 +319,27 @@ pub trait TelemetryStore: Send + Sync {
         rejects: &[(i64, &'static str)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<i64>;
+    /// A probe's alarm state bytes and the reading time they have reached.
+    async fn alarm_state(
+        &self,
+        device_id: &str,
+        probe: u32,
+    ) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
+    /// Saves a probe's alarm state.
+    async fn save_alarm_state(
+        &self,
+        device_id: &str,
+        probe: u32,
+        state: &[u8],
+        evaluated_to: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<()>;
+    /// A probe's readings after an instant (all when `None`), in reading-time order.
+    async fn probe_readings(
+        &self,
+        device_id: &str,
+        probe: u32,
+        after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Vec<crate::domain::telemetry::StoredReading>>;
     /// (count, lowest seq, highest seq) of a device's stored readings.
     async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)>;
 }

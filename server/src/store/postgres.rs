@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/postgres/0002_stock.sql")),
     (3, include_str!("../../migrations/postgres/0003_alerts.sql")),
     (4, include_str!("../../migrations/postgres/0004_telemetry.sql")),
+    (5, include_str!("../../migrations/postgres/0005_alarm_state.sql")),
 ];
 
 /// Arbitrary constant naming vaxtrace's migration lock.

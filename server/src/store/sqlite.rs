@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../migrations/sqlite/0002_stock.sql")),
     (3, include_str!("../../migrations/sqlite/0003_alerts.sql")),
     (4, include_str!("../../migrations/sqlite/0004_telemetry.sql")),
+    (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].

@@ -182,6 +182,73 @@ macro_rules! sql_telemetry_store {
                 Ok(acked)
             }
 
+            async fn alarm_state(&self, device_id: &str, probe: u32) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
+                let row = sqlx::query("SELECT state, evaluated_to FROM probe_alarm_state WHERE device_id = $1 AND probe = $2")
+                    .bind(device_id)
+                    .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                    .fetch_optional(&self.pool)
+                    .await?;
+                match row {
+                    Some(r) => Ok(Some((r.try_get("state")?, r.try_get("evaluated_to")?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn save_alarm_state(
+                &self,
+                device_id: &str,
+                probe: u32,
+                state: &[u8],
+                evaluated_to: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO probe_alarm_state (device_id, probe, state, evaluated_to) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (device_id, probe) DO UPDATE SET state = $3, evaluated_to = $4",
+                )
+                .bind(device_id)
+                .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                .bind(state)
+                .bind(evaluated_to)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn probe_readings(
+                &self,
+                device_id: &str,
+                probe: u32,
+                after: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> Result<Vec<tm::StoredReading>> {
+                let rows = sqlx::query(
+                    "SELECT seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open, sensor_fault, verified \
+                     FROM readings WHERE device_id = $1 AND probe = $2 AND ($3 IS NULL OR time > $3) ORDER BY time, seq",
+                )
+                .bind(device_id)
+                .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        let probe: i32 = r.try_get("probe")?;
+                        let battery: Option<i32> = r.try_get("battery_pct")?;
+                        Ok(tm::StoredReading {
+                            seq: r.try_get("seq")?,
+                            probe: u32::try_from(probe).unwrap_or(0),
+                            storage_unit_id: r.try_get("storage_unit_id")?,
+                            time: r.try_get("time")?,
+                            temp_c: r.try_get("temp_c")?,
+                            power_on: r.try_get("power_on")?,
+                            battery_pct: battery.and_then(|b| u32::try_from(b).ok()),
+                            door_open: r.try_get("door_open")?,
+                            sensor_fault: r.try_get("sensor_fault")?,
+                            verified: r.try_get("verified")?,
+                        })
+                    })
+                    .collect()
+            }
+
             async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)> {
                 let r = sqlx::query(
                     "SELECT CAST(COUNT(*) AS BIGINT) AS n, CAST(COALESCE(MIN(seq), 0) AS BIGINT) AS lo, \

@@ -1,0 +1,116 @@
+//! WHO cold-chain alarms from stored readings: each probe's readings are fed to the `coldchain`
+//! rules in reading-time order, with the rules' state persisted, and their transitions become
+//! alerts. A reading older than what was already evaluated (an agent's backlog, a re-ordered
+//! batch) makes that probe replay from the start, so the alarms come out the same whatever the
+//! arrival order; an alarm episode is identified by its start time, so a replay finds its alert.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use vaxtrace_coldchain as cc;
+
+use super::App;
+use crate::domain::TemperatureProfile;
+use crate::domain::alert::{self as al, Condition, Subject};
+use crate::domain::telemetry::{Device, Probe};
+use crate::error::{Error, Result};
+
+/// One evaluation at a time per device in this process (replicas converge through replays).
+#[derive(Debug, Default)]
+pub(crate) struct ProbeLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl ProbeLocks {
+    fn get(&self, device: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(device.to_owned()).or_default().clone()
+    }
+}
+
+fn to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The rules for a unit's temperature range, with no-data at 3 × the device's interval.
+pub fn profile_for(unit: TemperatureProfile, interval_secs: i64) -> cc::Profile {
+    let p = match unit {
+        TemperatureProfile::Refrigerated => cc::Profile::vaccine_2_8(),
+        TemperatureProfile::Frozen => cc::Profile::freezer(),
+        TemperatureProfile::UltraLow => cc::Profile::ultra_low(),
+    };
+    p.with_expected_interval_ms(interval_secs.saturating_mul(1000))
+}
+
+impl App {
+    /// Evaluates one probe after new readings whose earliest reading time is `earliest_new`;
+    /// returns the alert events written.
+    pub async fn evaluate_probe(&self, device: &Device, probe: &Probe, earliest_new: DateTime<Utc>) -> Result<usize> {
+        let lock = self.probe_locks.get(&device.id);
+        let _guard = lock.lock().await;
+        let (unit, _) = self
+            .store
+            .get_storage_unit(&probe.storage_unit_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("probe unit {} vanished", probe.storage_unit_id)))?;
+        let profile = profile_for(unit.temperature_profile, device.expected_interval_secs);
+        let (mut state, after) = match self.store.alarm_state(&device.id, probe.index).await? {
+            Some((bytes, to)) if to.is_none_or(|t| earliest_new > t) => {
+                (cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?, to)
+            }
+            // First evaluation, or a reading older than what was evaluated: replay from the start.
+            _ => (cc::State::new(), None),
+        };
+        let readings = self.store.probe_readings(&device.id, probe.index, after).await?;
+        // Phase 1: run the rules. Phase 2: apply the transitions, each knowing how far its episode
+        // reaches, so a partial earlier view of the same episode is recognised (see AlertStore::raise).
+        let mut events: Vec<cc::AlarmEvent> = Vec::new();
+        let mut last = after;
+        for r in &readings {
+            let mut reading = cc::Reading::from_celsius(r.time.timestamp_millis(), r.temp_c.unwrap_or(f64::NAN))
+                .with_sensor_fault(r.sensor_fault);
+            if let Some(p) = r.power_on {
+                reading = reading.with_power(p);
+            }
+            last = Some(r.time);
+            if let Ok(evs) = cc::evaluate(&profile, &mut state, reading) {
+                events.extend_from_slice(evs.as_slice());
+            }
+        }
+        let last_ms = last.map_or(0, |t| t.timestamp_millis());
+        let mut reach: HashMap<(cc::AlarmKind, i64), i64> = HashMap::new();
+        for e in &events {
+            let r = reach.entry((e.kind, e.start_ms)).or_insert(last_ms);
+            if e.transition == cc::Transition::Closed {
+                *r = e.at_ms;
+            }
+        }
+        let mut written = 0;
+        for e in &events {
+            let subject = Subject {
+                facility_id: unit.facility_id.clone(),
+                storage_unit_id: unit.id.clone(),
+                device_id: device.id.clone(),
+                probe: probe.index,
+                episode_start_ms: e.start_ms,
+                ..Default::default()
+            };
+            let kind = al::alarm_kind(e.kind);
+            written += match e.transition {
+                cc::Transition::Opened | cc::Transition::Escalated => {
+                    let c = Condition {
+                        kind,
+                        subject,
+                        severity: al::alarm_severity(e.severity),
+                        start: to_time(e.start_ms),
+                        through: to_time(reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms)),
+                        details: al::alarm_details(e, &unit.name),
+                    };
+                    self.raise_alert(&c).await?
+                }
+                cc::Transition::Closed => self.clear_alert(kind, &subject, to_time(e.at_ms)).await?,
+            };
+        }
+        self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), last).await?;
+        Ok(written)
+    }
+}
