@@ -375,3 +375,125 @@ async fn heat_breach_alerts_do_not_depend_on_arrival_order() {
         srv.stop().await;
     }
 }
+
+/// Breach → alert on WatchAlerts → the unit's lots quarantined → allocation skips them → a
+/// district officer's assessment releases them.
+#[tokio::test]
+async fn breach_quarantines_stock_until_assessed() {
+    let _turn = BROKER_TURN.lock().await;
+    let (host, port) = brokers().await.remove(0);
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let tok = w.tok.clone();
+        let (nu1, n, lot) = (w.nu1.clone(), w.n.clone(), w.lots[0].clone());
+        vaxtrace_tests::world::receive(&mut w, &nu1, 0, 100, "").await.unwrap();
+        let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, "vt-quarantine"));
+        let mut tel = TelemetryServiceClient::new(srv.channel().await);
+        let reg = pb::RegisterDeviceRequest {
+            device: Some(pb::Device {
+                serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+                facility_id: n.clone(),
+                probes: vec![pb::Probe { index: 0, storage_unit_id: nu1.clone(), label: "WIC".into() }],
+                expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        };
+        let r = tel.register_device(authed(&tok, reg)).await.unwrap().into_inner();
+        let id = r.device.unwrap().id;
+        let mut dev = Device::connect(&host, port, &id, r.key.clone()).await;
+        let mut alerts = vaxtrace_proto::v1::alert_service_client::AlertServiceClient::new(srv.channel().await);
+        let latest = alerts
+            .list_alerts(authed(&tok, pb::ListAlertsRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .latest_event_id;
+        let watch = pb::WatchAlertsRequest {
+            after_event_id: latest,
+            kinds: vec![pb::AlertKind::Heat as i32],
+            ..Default::default()
+        };
+        let mut stream = alerts.watch_alerts(authed(&tok, watch)).await.unwrap().into_inner();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // 11 h at 9 °C every 10 min, then back to 5 °C.
+        let t0 = (chrono::Utc::now() - chrono::Duration::hours(13)).timestamp();
+        let readings: Vec<pb::Reading> = (0..68)
+            .map(|i| pb::Reading {
+                seq: i + 1,
+                time: Some(prost_types::Timestamp { seconds: t0 + 600 * i as i64, nanos: 0 }),
+                temp_c: if i < 67 { 9.0 } else { 5.0 },
+                ..Default::default()
+            })
+            .collect();
+        dev.publish_readings(readings, &r.key).await;
+        assert_eq!(dev.ack().await.acked_seq, 68, "{name}");
+        let ev = tokio::time::timeout(Duration::from_secs(20), stream.message()).await.unwrap().unwrap().unwrap();
+        assert_eq!(
+            (ev.r#type, ev.alert.as_ref().unwrap().kind),
+            (pb::AlertEventType::Opened as i32, pb::AlertKind::Heat as i32),
+            "{name}"
+        );
+
+        // The lot in that unit is quarantined: allocation skips it.
+        let bal = pb::ListBalancesRequest { storage_unit_id: nu1.clone(), ..Default::default() };
+        let b = w.stock.list_balances(authed(&tok, bal.clone())).await.unwrap().into_inner().balances;
+        assert_eq!((b[0].vials, b[0].quarantined_vials, b[0].available_vials), (100, 100, 0), "{name}");
+        let sug = pb::SuggestAllocationRequest {
+            facility_id: n.clone(),
+            product_id: w.product.clone(),
+            doses: 100,
+            ..Default::default()
+        };
+        let a = w.stock.suggest_allocation(authed(&tok, sug.clone())).await.unwrap().into_inner();
+        assert_eq!((a.suggested_doses, a.lots[0].reason), (0, pb::AllocationReason::Quarantined as i32), "{name}");
+
+        // The exposure records the alarm; a depot manager cannot assess it, a district officer can.
+        let xs = w
+            .stock
+            .list_exposures(authed(&tok, pb::ListExposuresRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .exposures;
+        assert_eq!(xs.len(), 1, "{name}");
+        let x = &xs[0];
+        assert_eq!(
+            (x.lot_id.as_str(), x.quarantined_vials, x.state),
+            (lot.as_str(), 100, pb::ExposureState::Pending as i32)
+        );
+        assert_eq!(x.start_time.map(|t| t.seconds), Some(t0), "{name}: reading time of the first reading past +8 °C");
+        assert!(x.end_time.is_some() && x.max_temp_c == 9.0, "{name}: {x:?}");
+        let mut adm = vaxtrace_proto::v1::admin_service_client::AdminServiceClient::new(srv.channel().await);
+        let mk = |role: pb::Role| pb::CreateTokenRequest {
+            role: role as i32,
+            scope_facility_id: n.clone(),
+            description: "t".into(),
+            ..Default::default()
+        };
+        let dm = adm.create_token(authed(&tok, mk(pb::Role::DepotManager))).await.unwrap().into_inner().secret;
+        let dio = adm.create_token(authed(&tok, mk(pb::Role::DistrictOfficer))).await.unwrap().into_inner().secret;
+        let assess = pb::RecordExposureAssessmentRequest {
+            exposure_id: x.id.clone(),
+            decision: pb::ExposureDecision::Release as i32,
+            comment: "VVM stage 1 on every vial; 11 h at 9 °C is within the VVM14 budget".into(),
+            ..Default::default()
+        };
+        let e = w.stock.record_exposure_assessment(authed(&dm, assess.clone())).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{name}");
+        let done = w.stock.record_exposure_assessment(authed(&dio, assess.clone())).await.unwrap().into_inner();
+        assert_eq!(done.state, pb::ExposureState::Released as i32);
+        let e = w.stock.record_exposure_assessment(authed(&dio, assess)).await.unwrap_err();
+        assert_eq!(vaxtrace_tests::reason(&e), "ALREADY_ASSESSED");
+        let b = w.stock.list_balances(authed(&tok, bal)).await.unwrap().into_inner().balances;
+        assert_eq!((b[0].quarantined_vials, b[0].available_vials), (0, 100), "{name}");
+        let a = w.stock.suggest_allocation(authed(&tok, sug)).await.unwrap().into_inner();
+        assert_eq!(a.suggested_doses, 100, "{name}: released stock is issued again");
+        vaxtrace_tests::world::check_ledger(&mut w, name).await;
+        ingest.abort();
+        srv.stop().await;
+    }
+}

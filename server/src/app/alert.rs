@@ -37,10 +37,32 @@ impl App {
         Ok(self.published(ev))
     }
 
+    /// As [`App::raise_alert`], returning the event written.
+    pub async fn raise_alert_event(&self, c: &Condition) -> Result<Option<AlertEvent>> {
+        let ev = self.store.raise(c).await?;
+        if let Some(e) = &ev {
+            self.events.send_replace(e.event_id);
+        }
+        Ok(ev)
+    }
+
     /// Marks a condition over and wakes the watchers.
     pub async fn clear_alert(&self, kind: AlertKind, subject: &Subject, end: chrono::DateTime<Utc>) -> Result<usize> {
+        Ok(self.clear_alert_event(kind, subject, end).await?.map_or(0, |_| 1))
+    }
+
+    /// As [`App::clear_alert`], returning the event written.
+    pub async fn clear_alert_event(
+        &self,
+        kind: AlertKind,
+        subject: &Subject,
+        end: chrono::DateTime<Utc>,
+    ) -> Result<Option<AlertEvent>> {
         let ev = self.store.clear(kind, subject, end).await?;
-        Ok(self.published(ev))
+        if let Some(e) = &ev {
+            self.events.send_replace(e.event_id);
+        }
+        Ok(ev)
     }
 
     async fn alert_filter(

@@ -42,6 +42,56 @@ pub fn profile_for(unit: TemperatureProfile, interval_secs: i64) -> cc::Profile 
 }
 
 impl App {
+    /// Quarantines every lot with available vials in the unit under a heat or freeze alarm, one
+    /// exposure per lot; repeated for the same alarm, it only adds lots that were not there yet.
+    async fn quarantine_unit(&self, alert: &al::Alert, unit: &crate::domain::StorageUnit) -> Result<usize> {
+        let stock = self.store.facility_stock(&unit.facility_id, None).await?;
+        let mut exposures = Vec::new();
+        let mut drafts = Vec::new();
+        for item in stock.iter().filter(|i| i.storage_unit_id == unit.id && i.balance.available() > 0) {
+            let x = crate::domain::stock::Exposure {
+                id: crate::domain::new_id(),
+                alert_id: alert.id.clone(),
+                storage_unit_id: unit.id.clone(),
+                facility_id: unit.facility_id.clone(),
+                lot_id: item.lot_id.clone(),
+                product_id: item.product_id.clone(),
+                start: alert.start,
+                end: None,
+                quarantined_vials: 0,
+                state: crate::domain::stock::ExposureState::Pending,
+                details: alert.details.clone(),
+                assessment: None,
+            };
+            let info = crate::domain::stock::LotInfo {
+                lot_id: item.lot_id.clone(),
+                product_id: item.product_id.clone(),
+                doses_per_vial: item.doses_per_vial,
+                expiry: item.expiry,
+            };
+            let mut d = crate::domain::stock::EntryDraft::new(
+                crate::domain::stock::EntryKind::Quarantine,
+                &unit.id,
+                &unit.facility_id,
+                &info,
+                0,
+            );
+            d.quarantine_available = true;
+            d.exposure_id = Some(x.id.clone());
+            d.comment = format!("{:?} alarm: {}", alert.kind, alert.details.summary);
+            exposures.push(x);
+            drafts.push(d);
+        }
+        if exposures.is_empty() {
+            return Ok(0);
+        }
+        let n = self.store.open_exposures(&exposures, &drafts, "system:coldchain").await?;
+        if n > 0 {
+            tracing::warn!(unit = %unit.name, lots = n, alert = %alert.id, "stock quarantined after a cold-chain alarm");
+        }
+        Ok(n)
+    }
+
     /// Evaluates one probe after new readings whose earliest reading time is `earliest_new`;
     /// returns the alert events written.
     pub async fn evaluate_probe(&self, device: &Device, probe: &Probe, earliest_new: DateTime<Utc>) -> Result<usize> {
@@ -95,7 +145,8 @@ impl App {
                 ..Default::default()
             };
             let kind = al::alarm_kind(e.kind);
-            written += match e.transition {
+            let quarantines = matches!(kind, al::AlertKind::Heat | al::AlertKind::Freeze);
+            let ev = match e.transition {
                 cc::Transition::Opened | cc::Transition::Escalated => {
                     let c = Condition {
                         kind,
@@ -105,10 +156,22 @@ impl App {
                         through: to_time(reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms)),
                         details: al::alarm_details(e, &unit.name),
                     };
-                    self.raise_alert(&c).await?
+                    let ev = self.raise_alert_event(&c).await?;
+                    if let (true, Some(ev)) = (quarantines, &ev) {
+                        self.quarantine_unit(&ev.alert, &unit).await?;
+                    }
+                    ev
                 }
-                cc::Transition::Closed => self.clear_alert(kind, &subject, to_time(e.at_ms)).await?,
+                cc::Transition::Closed => {
+                    let ev = self.clear_alert_event(kind, &subject, to_time(e.at_ms)).await?;
+                    if let (true, Some(ev)) = (quarantines, &ev) {
+                        let details = al::alarm_details(e, &unit.name);
+                        self.store.close_exposures(&ev.alert.id, to_time(e.at_ms), &details).await?;
+                    }
+                    ev
+                }
             };
+            written += usize::from(ev.is_some());
         }
         self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), last).await?;
         Ok(written)

@@ -1122,3 +1122,110 @@ impl App {
         self.store.list_policies(&caller.scope_path, facility.as_deref(), product.as_deref(), &page).await
     }
 }
+
+impl App {
+    /// Records a district officer's assessment of an exposure: RELEASE returns the quarantined
+    /// vials to use; DISCARD removes `discard_vials` of them (0 = all) with a reason and releases
+    /// the rest. Only once the alarm has ended.
+    pub async fn assess_exposure(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        exposure_id: &str,
+        decision: i32,
+        discard_reason: i32,
+        discard_vials: i64,
+        comment: &str,
+    ) -> Result<st::Exposure> {
+        caller.require(Action::SetPolicies)?;
+        let id = validate::id("exposure_id", exposure_id)?;
+        let comment = validate::text("comment", comment, 1000)
+            .map_err(|_| Error::invalid_because("comment", "COMMENT_REQUIRED", "record the reasoning"))?;
+        let (mut x, path) =
+            self.store.get_exposure(&id).await?.ok_or_else(|| caller.not_found("EXPOSURE_NOT_FOUND", "exposure"))?;
+        caller.require_at(Action::SetPolicies, &path)?;
+        let idem = Idempotency::from_request(
+            caller,
+            "RecordExposureAssessment",
+            request_id,
+            &(&id, decision, discard_reason, discard_vials, &comment),
+        )?;
+        if x.end.is_none() && idem.is_none() {
+            return Err(Error::precondition(
+                "EXPOSURE_ONGOING",
+                "the alarm is still going on; assess once it has ended",
+            ));
+        }
+        let (discard, reason) = match decision {
+            1 => (0, 0),
+            2 => {
+                let reason = AdjustmentReason::from_i32(discard_reason).ok_or_else(|| {
+                    Error::invalid_because(
+                        "discard_reason",
+                        "DISCARD_REASON_REQUIRED",
+                        "say why the vials are discarded",
+                    )
+                })?;
+                let n = if discard_vials == 0 { x.quarantined_vials } else { discard_vials };
+                if !(1..=x.quarantined_vials).contains(&n) {
+                    return Err(Error::invalid("discard_vials", format!("must be within 1..{}", x.quarantined_vials)));
+                }
+                (n, reason.as_i32())
+            }
+            _ => return Err(Error::invalid("decision", "must be RELEASE or DISCARD")),
+        };
+        let info = self.store.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+        let release = x.quarantined_vials - discard;
+        let mut drafts = Vec::new();
+        if discard > 0 {
+            let mut d = EntryDraft::new(EntryKind::Adjustment, &x.storage_unit_id, &x.facility_id, &info, -discard);
+            d.quarantined_change = -discard;
+            d.draws_available = false;
+            d.adjustment_reason = reason;
+            d.exposure_id = Some(x.id.clone());
+            d.comment.clone_from(&comment);
+            drafts.push(d);
+        }
+        if release > 0 {
+            let mut d = EntryDraft::new(EntryKind::Release, &x.storage_unit_id, &x.facility_id, &info, 0);
+            d.quarantined_change = -release;
+            d.exposure_id = Some(x.id.clone());
+            d.comment.clone_from(&comment);
+            drafts.push(d);
+        }
+        x.state = if discard > 0 { st::ExposureState::Discarded } else { st::ExposureState::Released };
+        x.assessment = Some(st::Assessment {
+            decision,
+            discard_reason: reason,
+            discarded_vials: discard,
+            released_vials: release,
+            comment,
+            assessed_by: caller.token_id.clone(),
+            assessed_at: now(),
+        });
+        let op = Self::op(caller, request_id, drafts);
+        let r = self.store.assess_exposure(idem.as_ref(), &x, &op).await;
+        self.remember(idem.as_ref(), r).await
+    }
+
+    /// Lists exposures in scope, newest first.
+    pub async fn list_exposures(
+        &self,
+        caller: &Caller,
+        facility_id: &str,
+        state: i32,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<st::Exposure>> {
+        caller.require(Action::ReadStock)?;
+        let facility = match validate::optional_id("facility_id", facility_id)? {
+            Some(f) => Some(self.facility_for(caller, Action::ReadStock, &f, "facility_id").await?.id),
+            None => None,
+        };
+        if !(0..=3).contains(&state) {
+            return Err(Error::invalid("state", "unknown exposure state"));
+        }
+        let page = PageRequest::parse(page_size, page_token, &(&facility, state))?;
+        self.store.list_exposures(&caller.scope_path, facility.as_deref(), state, &page).await
+    }
+}

@@ -191,6 +191,9 @@ pub struct EntryDraft {
     /// the lock, so a count never corrects against a stale figure.
     #[serde(default)]
     pub count_to: Option<i64>,
+    /// For quarantines: put every available vial in quarantine, counted under the lock.
+    #[serde(default)]
+    pub quarantine_available: bool,
 }
 
 impl EntryDraft {
@@ -215,12 +218,19 @@ impl EntryDraft {
             physical_count_id: None,
             exposure_id: None,
             count_to: None,
+            quarantine_available: false,
         }
     }
 
     /// Resolves a count into a signed correction against the locked balance: a shortfall
     /// reduces available vials first, then quarantined ones. `None` when the count matches.
     pub fn resolve_count(&mut self, b: BalanceState) -> Option<()> {
+        if self.quarantine_available {
+            self.quantity_vials = 0;
+            self.quarantined_change = b.available();
+            self.draws_available = false;
+            return (b.available() > 0).then_some(());
+        }
         let Some(counted) = self.count_to else { return Some(()) };
         self.quantity_vials = counted - b.vials;
         self.quarantined_change = b.quarantined.min(counted) - b.quarantined;
@@ -813,4 +823,64 @@ pub struct EntryFilter {
     pub session_report_id: Option<String>,
     /// Newest first.
     pub newest_first: bool,
+}
+
+int_enum! {
+    /// Where an exposure stands.
+    ExposureState {
+        /// Quarantined, awaiting assessment.
+        Pending = 1,
+        /// Released to use.
+        Released = 2,
+        /// Some or all discarded.
+        Discarded = 3,
+    }
+}
+
+/// A district officer's decision on exposed vials.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assessment {
+    /// 1 = release, 2 = discard.
+    pub decision: i32,
+    /// Adjustment reason of a discard.
+    pub discard_reason: i32,
+    /// Vials discarded.
+    pub discarded_vials: i64,
+    /// Vials released.
+    pub released_vials: i64,
+    /// Reasoning.
+    pub comment: String,
+    /// Token that assessed.
+    pub assessed_by: String,
+    /// When.
+    pub assessed_at: DateTime<Utc>,
+}
+
+/// A lot's stock in a unit exposed to a heat or freeze alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Exposure {
+    /// Id.
+    pub id: String,
+    /// The alarm's alert.
+    pub alert_id: String,
+    /// Unit.
+    pub storage_unit_id: String,
+    /// Facility.
+    pub facility_id: String,
+    /// Lot.
+    pub lot_id: String,
+    /// Product.
+    pub product_id: String,
+    /// First reading past the threshold.
+    pub start: DateTime<Utc>,
+    /// First reading back within it.
+    pub end: Option<DateTime<Utc>>,
+    /// Vials quarantined.
+    pub quarantined_vials: i64,
+    /// State.
+    pub state: ExposureState,
+    /// Temperatures and dose (from the alarm).
+    pub details: crate::domain::alert::Details,
+    /// The assessment, once made.
+    pub assessment: Option<Assessment>,
 }

@@ -94,6 +94,36 @@ pub fn entry_filter(r: &pb::ListLedgerEntriesRequest) -> Result<EntryFilter, Err
     })
 }
 
+/// An exposure on the wire.
+pub fn exposure(x: st::Exposure) -> pb::Exposure {
+    let d = x.details;
+    pb::Exposure {
+        id: x.id,
+        alarm_id: x.alert_id,
+        storage_unit_id: x.storage_unit_id,
+        facility_id: x.facility_id,
+        lot_id: x.lot_id,
+        product_id: x.product_id,
+        start_time: Some(timestamp(x.start)),
+        end_time: x.end.map(timestamp),
+        min_temp_c: d.min_temp_c.unwrap_or_default(),
+        max_temp_c: d.max_temp_c.unwrap_or_default(),
+        minutes_past_threshold: d.minutes_past_threshold.unwrap_or_default(),
+        degree_hours_above_max: d.degree_hours_above_max.unwrap_or_default(),
+        quarantined_vials: x.quarantined_vials,
+        state: x.state.as_i32(),
+        assessment: x.assessment.map(|a| pb::ExposureAssessment {
+            decision: a.decision,
+            discard_reason: a.discard_reason,
+            discarded_vials: a.discarded_vials,
+            released_vials: a.released_vials,
+            comment: a.comment,
+            assessed_by: a.assessed_by,
+            assess_time: Some(timestamp(a.assessed_at)),
+        }),
+    }
+}
+
 /// A ledger entry on the wire.
 pub fn entry(e: st::LedgerEntry) -> pb::LedgerEntry {
     let d = e.draft;
@@ -603,15 +633,46 @@ impl pb::stock_service_server::StockService for StockApi {
 
     async fn record_exposure_assessment(
         &self,
-        _req: Request<pb::RecordExposureAssessmentRequest>,
+        req: Request<pb::RecordExposureAssessmentRequest>,
     ) -> Result<Response<pb::Exposure>, Status> {
-        Err(Error::Unimplemented("lot exposures arrive with cold-chain ingest".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let x = self
+            .0
+            .assess_exposure(
+                &c,
+                &r.request_id,
+                &r.exposure_id,
+                r.decision,
+                r.discard_reason,
+                r.discard_vials,
+                &r.comment,
+            )
+            .await?;
+        Ok(Response::new(exposure(x)))
     }
 
     async fn list_exposures(
         &self,
-        _req: Request<pb::ListExposuresRequest>,
+        req: Request<pb::ListExposuresRequest>,
     ) -> Result<Response<pb::ListExposuresResponse>, Status> {
-        Err(Error::Unimplemented("lot exposures arrive with cold-chain ingest".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        if !r.ancestor_id.is_empty()
+            || !r.storage_unit_id.is_empty()
+            || !r.lot_id.is_empty()
+            || !r.alarm_id.is_empty()
+            || r.states.len() > 1
+            || r.start_time.is_some()
+            || r.end_time.is_some()
+        {
+            return Err(Error::Unimplemented("exposure filters other than one state".into()).into());
+        }
+        let state = r.states.first().copied().unwrap_or(0);
+        let page = self.0.list_exposures(&c, "", state, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListExposuresResponse {
+            exposures: page.items.into_iter().map(exposure).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 }

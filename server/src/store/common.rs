@@ -219,6 +219,34 @@ macro_rules! sql_store_common {
             Ok(())
         }
 
+        impl $Store {
+            /// Applies the migrations not yet recorded, each once, in one write transaction;
+            /// `preamble` runs first (PostgreSQL takes an advisory lock so replicas starting
+            /// together do not race).
+            async fn apply_migrations(&self, migrations: &[(i64, &'static str)], preamble: &'static str, create: &'static str) -> Result<()> {
+                let mut tx = self.begin_write().await?;
+                sqlx::raw_sql(preamble).execute(&mut *tx).await?;
+                sqlx::raw_sql(create).execute(&mut *tx).await?;
+                for (version, sql) in migrations {
+                    let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                        .bind(version)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if done.is_none() {
+                        tracing::info!(version, engine = ?Self::ENGINE, "applying migration");
+                        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+                        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                            .bind(version)
+                            .bind(chrono::Utc::now())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $Store {
             fn engine(&self) -> $crate::store::Engine {

@@ -199,6 +199,38 @@ pub trait StockStore: Send + Sync {
         op: &Operation,
         reuse_from: NaiveDate,
     ) -> Result<SessionReport>;
+    /// Opens exposures (one per alarm, lot and unit; repeats are ignored) and quarantines the
+    /// available vials of each new one, counted under the balance lock. Returns entries written.
+    async fn open_exposures(
+        &self,
+        exposures: &[crate::domain::stock::Exposure],
+        drafts: &[crate::domain::stock::EntryDraft],
+        actor: &str,
+    ) -> Result<usize>;
+    /// Records the end of an alarm on its exposures.
+    async fn close_exposures(
+        &self,
+        alert_id: &str,
+        end: chrono::DateTime<chrono::Utc>,
+        details: &crate::domain::alert::Details,
+    ) -> Result<()>;
+    /// One exposure with its facility's path.
+    async fn get_exposure(&self, id: &str) -> Result<Option<(crate::domain::stock::Exposure, String)>>;
+    /// Exposures under `scope_path`, newest first.
+    async fn list_exposures(
+        &self,
+        scope_path: &str,
+        facility_id: Option<&str>,
+        state: i32,
+        page: &PageRequest,
+    ) -> Result<Page<crate::domain::stock::Exposure>>;
+    /// Writes an assessment and its ledger entries if the exposure is still pending.
+    async fn assess_exposure(
+        &self,
+        idem: Option<&Idempotency>,
+        x: &crate::domain::stock::Exposure,
+        op: &Operation,
+    ) -> Result<crate::domain::stock::Exposure>;
     /// Every facility under `path` (inclusive).
     async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>>;
     /// Non-zero balances under `path` with each facility's path; as of an instant when given

@@ -12,10 +12,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/postgres/0003_alerts.sql")),
     (4, include_str!("../../migrations/postgres/0004_telemetry.sql")),
     (5, include_str!("../../migrations/postgres/0005_alarm_state.sql")),
+    (6, include_str!("../../migrations/postgres/0006_exposures.sql")),
 ];
-
-/// Arbitrary constant naming vaxtrace's migration lock.
-const MIGRATION_LOCK: i64 = 0x7661_7874_7261_6365;
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
 #[derive(Debug, Clone)]
@@ -53,30 +51,7 @@ impl PgStore {
     }
 
     async fn migrate(&self) -> crate::error::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await?;
-        sqlx::raw_sql(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if done.is_none() {
-                tracing::info!(version, "applying PostgreSQL migration");
-                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(chrono::Utc::now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        self.apply_migrations(MIGRATIONS, "SELECT pg_advisory_xact_lock(8530231610746954597)" /* ASCII "vaxtrace" */, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await
     }
 }
 

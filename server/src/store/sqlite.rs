@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/sqlite/0003_alerts.sql")),
     (4, include_str!("../../migrations/sqlite/0004_telemetry.sql")),
     (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
+    (6, include_str!("../../migrations/sqlite/0006_exposures.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -61,29 +62,12 @@ impl SqliteStore {
     }
 
     async fn migrate(&self) -> crate::error::Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::raw_sql(
+        self.apply_migrations(
+            MIGRATIONS,
+            "SELECT 1",
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)",
         )
-        .execute(&mut *tx)
-        .await?;
-        for (version, sql) in MIGRATIONS {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if done.is_none() {
-                tracing::info!(version, "applying SQLite migration");
-                sqlx::raw_sql(*sql).execute(&mut *tx).await?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(chrono::Utc::now())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
+        .await
     }
 }
 

@@ -47,6 +47,7 @@ macro_rules! sql_stock_store {
                     physical_count_id: r.try_get("physical_count_id")?,
                     exposure_id: r.try_get("exposure_id")?,
                     count_to: None,
+                    quarantine_available: false,
                 },
                 doses: r.try_get("doses")?,
                 actor: r.try_get("actor")?,
@@ -188,7 +189,7 @@ macro_rules! sql_stock_store {
                     id,
                     sequence,
                     operation_id: op.id.clone(),
-                    draft: EntryDraft { draws_available: false, count_to: None, ..dr },
+                    draft: EntryDraft { draws_available: false, count_to: None, quarantine_available: false, ..dr },
                     doses,
                     actor: op.actor.clone(),
                     time: now,
@@ -223,6 +224,28 @@ macro_rules! sql_stock_store {
             }
             Ok(out)
         }
+
+        fn exposure_row(r: &$Row) -> Result<st::Exposure> {
+            let details: String = r.try_get("details")?;
+            let assessment: Option<String> = r.try_get("assessment")?;
+            Ok(st::Exposure {
+                id: r.try_get("id")?,
+                alert_id: r.try_get("alert_id")?,
+                storage_unit_id: r.try_get("storage_unit_id")?,
+                facility_id: r.try_get("facility_id")?,
+                lot_id: r.try_get("lot_id")?,
+                product_id: r.try_get("product_id")?,
+                start: r.try_get("start_time")?,
+                end: r.try_get("end_time")?,
+                quarantined_vials: r.try_get("quarantined_vials")?,
+                state: decode_enum(r.try_get("state")?, "exposure state", st::ExposureState::from_i32)?,
+                details: serde_json::from_str(&details)?,
+                assessment: assessment.map(|a| serde_json::from_str(&a)).transpose()?,
+            })
+        }
+
+        const EXPOSURE_COLS: &str = "x.id, x.alert_id, x.storage_unit_id, x.facility_id, x.lot_id, x.product_id, \
+             x.start_time, x.end_time, x.quarantined_vials, x.state, x.details, x.assessment";
 
         async fn write_shipment(tx: &mut Tx<'_>, s: &st::Shipment, insert: bool) -> Result<()> {
             let sql = if insert {
@@ -598,6 +621,109 @@ macro_rules! sql_stock_store {
                 idem_finish(&mut tx, idem, &report).await?;
                 tx.commit().await?;
                 Ok(report)
+            }
+
+            async fn open_exposures(&self, exposures: &[st::Exposure], drafts: &[EntryDraft], actor: &str) -> Result<usize> {
+                let mut tx = self.begin_write().await?;
+                let mut fresh = Vec::new();
+                for (x, d) in exposures.iter().zip(drafts) {
+                    let inserted = sqlx::query(
+                        "INSERT INTO exposures (id, alert_id, storage_unit_id, facility_id, lot_id, product_id, start_time, \
+                         end_time, quarantined_vials, state, details, assessment, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, NULL, $11) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&x.id)
+                    .bind(&x.alert_id)
+                    .bind(&x.storage_unit_id)
+                    .bind(&x.facility_id)
+                    .bind(&x.lot_id)
+                    .bind(&x.product_id)
+                    .bind(x.start)
+                    .bind(x.end)
+                    .bind(x.state.as_i32())
+                    .bind(serde_json::to_string(&x.details)?)
+                    .bind(d::now())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if inserted == 1 {
+                        fresh.push(d.clone());
+                    }
+                }
+                let op = Operation { id: d::new_id(), actor: actor.to_owned(), request_id: String::new(), drafts: fresh, vvm: Vec::new() };
+                let entries = post_in(&mut tx, &op).await?;
+                for e in &entries {
+                    sqlx::query("UPDATE exposures SET quarantined_vials = $1 WHERE id = $2")
+                        .bind(e.draft.quarantined_change)
+                        .bind(&e.draft.exposure_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(entries.len())
+            }
+
+            async fn close_exposures(&self, alert_id: &str, end: chrono::DateTime<chrono::Utc>, details: &$crate::domain::alert::Details) -> Result<()> {
+                sqlx::query("UPDATE exposures SET end_time = $1, details = $2 WHERE alert_id = $3 AND end_time IS NULL")
+                    .bind(end)
+                    .bind(serde_json::to_string(details)?)
+                    .bind(alert_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_exposure(&self, id: &str) -> Result<Option<(st::Exposure, String)>> {
+                let sql = format!("SELECT {EXPOSURE_COLS}, f.path FROM exposures x JOIN facilities f ON f.id = x.facility_id WHERE x.id = $1");
+                match sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await? {
+                    Some(r) => Ok(Some((exposure_row(&r)?, r.try_get("path")?))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn list_exposures(&self, scope_path: &str, facility_id: Option<&str>, state: i32, page: &PageRequest) -> Result<Page<st::Exposure>> {
+                let sql = format!(
+                    "SELECT {EXPOSURE_COLS} FROM exposures x JOIN facilities f ON f.id = x.facility_id \
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR x.facility_id = $3) AND ($4 = 0 OR x.state = $4) \
+                     AND ($5 IS NULL OR x.id < $5) ORDER BY x.id DESC LIMIT $6"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(facility_id)
+                    .bind(state)
+                    .bind(&page.after)
+                    .bind(page.fetch_limit())
+                    .fetch_all(&self.pool)
+                    .await?;
+                let items = rows.iter().map(exposure_row).collect::<Result<Vec<_>>>()?;
+                Ok(page.finish(items, |x| &x.id))
+            }
+
+            async fn assess_exposure(&self, idem: Option<&d::Idempotency>, x: &st::Exposure, op: &Operation) -> Result<st::Exposure> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                let sql = format!("SELECT state FROM exposures WHERE id = $1{}", <$Store>::LOCK);
+                let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&x.id).fetch_optional(&mut *tx).await?;
+                match state {
+                    None => return Err(Error::not_found("EXPOSURE_NOT_FOUND", "exposure not found")),
+                    Some(s) if s != st::ExposureState::Pending.as_i32() => {
+                        return Err(Error::precondition("ALREADY_ASSESSED", "the exposure has already been assessed"));
+                    }
+                    Some(_) => {}
+                }
+                post_in(&mut tx, op).await?;
+                sqlx::query("UPDATE exposures SET state = $1, assessment = $2 WHERE id = $3")
+                    .bind(x.state.as_i32())
+                    .bind(x.assessment.as_ref().map(serde_json::to_string).transpose()?)
+                    .bind(&x.id)
+                    .execute(&mut *tx)
+                    .await?;
+                idem_finish(&mut tx, idem, x).await?;
+                tx.commit().await?;
+                Ok(x.clone())
             }
 
             async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>> {
