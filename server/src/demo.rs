@@ -395,3 +395,74 @@ pub async fn demo_admin(app: &App) -> Result<(IssuedToken, Caller)> {
     let caller = app.authenticate(&issued.secret).await?;
     Ok((issued, caller))
 }
+
+/// Simulated loggers for the demo: one real `vaxtrace-agent` (in-process) per cold-chain point,
+/// publishing to the demo's broker. The first fridge drifts warm on a compressed clock so a HEAT
+/// alarm (and the quarantine of its stock) appears within a minute; the second freezes; the rest
+/// are stable. Configs (with the keys, shown only once at registration) live in `dir` so a
+/// restart of the demo reuses the same devices.
+pub async fn start_loggers(
+    app: &App,
+    admin: &Caller,
+    mqtt_host: &str,
+    mqtt_port: u16,
+    dir: &std::path::Path,
+) -> Result<usize> {
+    use crate::domain::telemetry::DeviceInput;
+    let io = |e: std::io::Error| crate::error::Error::Internal(format!("demo loggers: {e}"));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let q =
+        crate::domain::facility::FacilityQuery { kind: FacilityKind::ColdChainPoint.as_i32(), ..Default::default() };
+    let ccps = app.list_facilities(admin, q, 100, "").await?.items;
+    let mut started = 0;
+    for (i, ccp) in ccps.iter().enumerate() {
+        let path = dir.join(format!("{}.toml", ccp.code));
+        if !path.exists() {
+            let units = app.list_storage_units(admin, &ccp.id, "", false, 10, "").await?.items;
+            let Some(ilr) = units.iter().find(|u| u.kind == StorageUnitKind::Ilr) else { continue };
+            let input = DeviceInput {
+                serial: format!("DEMO-{}", ccp.code),
+                name: format!("{} logger", ccp.name),
+                model: "vaxtrace-agent (simulated)".into(),
+                facility_id: ccp.id.clone(),
+                probes: vec![(0, ilr.id.clone(), "ILR 1".into())],
+                expected_interval_secs: 600,
+                unsigned_allowed: false,
+            };
+            let (device, key) = app.register_device(admin, "", input).await?;
+            let (scenario, start, speed) = match i {
+                0 => ("warm_drift", "now - 20h", 2400),
+                1 => ("freeze", "now - 12h", 1200),
+                _ => ("stable", "now - 1h", 60),
+            };
+            let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            let data = dir.join(&ccp.code);
+            let config = format!(
+                "device_id = \"{}\"\ndata_dir = \"{}\"\ninterval = \"10m\"\n[mqtt]\nurl = \"mqtt://{mqtt_host}:{mqtt_port}\"\n\
+                 [uplink]\nkey_hex = \"{key_hex}\"\n[simulator]\nseed = {i}\nspeed = {speed}\nstart = \"{start}\"\n\
+                 [[probes]]\nindex = 0\nlabel = \"ILR 1\"\nsource = {{ kind = \"simulator\", scenario = \"{scenario}\" }}\n",
+                device.id,
+                data.display()
+            );
+            std::fs::write(&path, config).map_err(io)?;
+        }
+        let text = std::fs::read_to_string(&path).map_err(io)?;
+        // A restarted demo may have a new broker port: point the saved config at it.
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("url = ") { format!("url = \"mqtt://{mqtt_host}:{mqtt_port}\"") } else { l.to_owned() }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let cfg = vaxtrace_agent::config::Config::parse(&text)
+            .map_err(|e| crate::error::Error::Internal(format!("demo logger config: {e}")))?;
+        tokio::spawn(async move {
+            if let Err(e) = vaxtrace_agent::agent::run(cfg, std::future::pending::<()>()).await {
+                tracing::warn!(error = %e, "demo logger stopped");
+            }
+        });
+        started += 1;
+    }
+    Ok(started)
+}

@@ -167,6 +167,16 @@ async fn start_mqtt(
     listen: SocketAddr,
     fallback: bool,
 ) -> anyhow::Result<String> {
+    Ok(start_mqtt_at(app, url, listen, fallback).await?.0)
+}
+
+/// [`start_mqtt`], also returning the broker's port.
+async fn start_mqtt_at(
+    app: &vaxtrace_server::App,
+    url: Option<&str>,
+    listen: SocketAddr,
+    fallback: bool,
+) -> anyhow::Result<(String, String, u16)> {
     let client_id = format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple());
     let (cfg, shown) = match url {
         Some(url) => {
@@ -195,8 +205,9 @@ async fn start_mqtt(
             (cfg, format!("mqtt://{addr} (embedded broker)"))
         }
     };
+    let (host, port) = (cfg.host.clone(), cfg.port);
     vaxtrace_server::ingest::spawn(app.clone(), cfg);
-    Ok(shown)
+    Ok((shown, host, port))
 }
 
 async fn demo(
@@ -230,13 +241,16 @@ async fn demo(
         }
     };
     let addr = listener.local_addr()?;
-    let mqtt = start_mqtt(&app, mqtt_url, mqtt_listen, true).await?;
+    let (mqtt, mqtt_host, mqtt_port) = start_mqtt_at(&app, mqtt_url, mqtt_listen, true).await?;
+    let loggers =
+        vaxtrace_server::demo::start_loggers(&app, &caller, &mqtt_host, mqtt_port, &dir.join("loggers")).await?;
     println!(
         "\nvaxtrace demo is running.\n\
          \n  gRPC + grpc-web + HTTP  http://{addr}\
          \n  health                  http://{addr}/healthz\
          \n  metrics                 http://{addr}/metrics\
          \n  MQTT (devices)          {mqtt}\
+         \n  simulated loggers       {loggers} (one fridge drifts warm: a HEAT alarm and quarantine within a minute)\
          \n  database                {url}\
          \n  seeded                  {} facilities, {} storage units, {} products, {} lots, {} ledger entries{}\
          \n\n  admin token (shown once): {}\
