@@ -19,6 +19,9 @@ struct Cli {
     /// wastage, overdue shipments).
     #[arg(long, env = "VAXTRACE_STOCK_ALERT_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stock_alert_interval: u64,
+    /// Days after dispatch a shipment with no expected arrival date is reported overdue.
+    #[arg(long, env = "VAXTRACE_SHIPMENT_OVERDUE_DAYS", default_value_t = 7, global = true, value_parser = clap::value_parser!(i64).range(1..=365))]
+    shipment_overdue_days: i64,
     /// External MQTT broker, `mqtt://[user:password@]host[:port]`. Without it an embedded broker runs.
     #[arg(long, env = "VAXTRACE_MQTT_URL", global = true, hide_env_values = true)]
     mqtt_url: Option<String>,
@@ -134,13 +137,14 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
             println!("vaxtrace listening on {}", listener.local_addr()?);
-            app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval));
+            app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval), cli.shipment_overdue_days);
             let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
             println!("MQTT ingest via {mqtt}");
             vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
         }
         Command::Demo { data_dir, listen } => {
-            demo(data_dir, listen, cli.stock_alert_interval, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
+            let alerts = (cli.stock_alert_interval, cli.shipment_overdue_days);
+            demo(data_dir, listen, alerts, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
         }
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
@@ -213,7 +217,7 @@ async fn start_mqtt_at(
 async fn demo(
     data_dir: Option<PathBuf>,
     listen: SocketAddr,
-    stock_alert_interval: u64,
+    (stock_alert_interval, overdue_days): (u64, i64),
     mqtt_url: Option<&str>,
     mqtt_listen: SocketAddr,
 ) -> anyhow::Result<()> {
@@ -265,7 +269,7 @@ async fn demo(
         admin.secret,
         admin.secret,
     );
-    app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval));
+    app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval), overdue_days);
     vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
     Ok(())
 }

@@ -17,9 +17,6 @@ use crate::domain::stock::ShipmentState;
 use crate::domain::{Action, Caller, FacilityKind, Idempotency, Page, PageRequest, validate};
 use crate::error::{Error, Result};
 
-/// Days after dispatch a shipment without an expected arrival date counts as overdue.
-pub const DEFAULT_OVERDUE_DAYS: i64 = 7;
-
 impl App {
     fn published(&self, ev: Option<AlertEvent>) -> usize {
         match ev {
@@ -426,14 +423,15 @@ impl App {
         Ok(written)
     }
 
-    /// Runs the stock-alert evaluator and event retention every `every` until the process ends.
-    pub fn spawn_stock_alerts(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// Runs the stock-alert evaluator and event retention every `every` until the process ends;
+    /// a shipment without an expected arrival date is overdue `overdue_days` after dispatch.
+    pub fn spawn_stock_alerts(&self, every: Duration, overdue_days: i64) -> tokio::task::JoinHandle<()> {
         let app = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if let Err(e) = app.evaluate_stock_alerts(DEFAULT_OVERDUE_DAYS).await {
+                if let Err(e) = app.evaluate_stock_alerts(overdue_days).await {
                     tracing::warn!(error = %e, "stock alert evaluation failed");
                 }
                 if let Err(e) = app.store.prune_events(Utc::now() - chrono::Duration::days(30)).await {
