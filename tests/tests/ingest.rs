@@ -371,6 +371,29 @@ async fn heat_breach_alerts_do_not_depend_on_arrival_order() {
             assert_eq!(a.subject.as_ref().map(|s| s.storage_unit_id.as_str()), Some(w.cu.as_str()));
         }
         assert_eq!(heat[0].severity, pb::AlertSeverity::Alarm as i32, "{name}: 12 h is short of the 20 h escalation");
+
+        // Resolved, then a late reading from inside the breach forces a full replay of the probe:
+        // the handled episode must not come back.
+        let res = pb::ResolveAlertRequest {
+            id: heat[0].id.clone(),
+            resolution: pb::AlertResolution::UnitRepaired as i32,
+            comment: "thermostat replaced".into(),
+            request_id: "resolve-heat".into(),
+        };
+        alerts.resolve_alert(authed(&w.tok, res)).await.unwrap();
+        let late = pb::Reading {
+            seq: 81,
+            time: Some(prost_types::Timestamp { seconds: breach_start + 300, nanos: 0 }),
+            temp_c: 9.2,
+            ..Default::default()
+        };
+        dev.publish_readings(vec![late], &r.key).await;
+        assert_eq!(dev.ack().await.acked_seq, 81, "{name}");
+        let all =
+            alerts.list_alerts(authed(&w.tok, pb::ListAlertsRequest::default())).await.unwrap().into_inner().alerts;
+        let heats: Vec<_> = all.iter().filter(|a| a.kind == pb::AlertKind::Heat as i32).collect();
+        assert_eq!(heats.len(), 1, "{name}: a replay does not reopen a resolved episode: {all:?}");
+        assert_eq!(heats[0].state, pb::AlertState::Resolved as i32, "{name}");
         ingest.abort();
         srv.stop().await;
     }

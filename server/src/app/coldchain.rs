@@ -157,7 +157,9 @@ impl App {
                         details: al::alarm_details(e, &unit.name),
                     };
                     let ev = self.raise_alert_event(&c).await?;
-                    if let (true, Some(ev)) = (quarantines, &ev) {
+                    if let (true, Some(ev)) = (quarantines, &ev)
+                        && ev.kind == al::EventType::Opened
+                    {
                         self.quarantine_unit(&ev.alert, &unit).await?;
                     }
                     ev

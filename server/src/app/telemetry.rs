@@ -85,6 +85,7 @@ fn from_json(payload: &[u8], key: &[u8]) -> std::result::Result<(Vec<Incoming>, 
         .map(|r| Incoming {
             seq: match r.seq {
                 JsonSeq::Number(n) => n,
+                // A seq that is not a number is refused as a reading (seq 0), never guessed.
                 JsonSeq::Text(t) => t.parse().unwrap_or(0),
             },
             time: chrono::DateTime::parse_from_rfc3339(&r.time).ok().map(|t| t.to_utc()),
@@ -246,6 +247,7 @@ impl App {
         let t = now();
         let mut rows = Vec::with_capacity(incoming.len());
         let mut rejects = Vec::new();
+        let mut rejected = 0u32;
         for r in &incoming {
             let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
             match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
@@ -264,6 +266,7 @@ impl App {
                 (reason, ..) => {
                     let reason = reason.unwrap_or("SEQ_INVALID");
                     tracing::info!(device = %device.id, seq = r.seq, reason, "reading rejected");
+                    rejected += 1;
                     if let Ok(seq) = i64::try_from(r.seq)
                         && seq > 0
                     {
@@ -272,8 +275,10 @@ impl App {
                 }
             }
         }
-        let acked = self.store.store_readings(&device.id, &rows, &rejects, t).await?;
+        let (acked, inserted) = self.store.store_readings(&device.id, &rows, &rejects, t).await?;
         self.metrics.ingested(rows.len() as u64);
+        // Only readings that were new move the alarms: a re-sent batch changes nothing.
+        let rows: Vec<&StoredReading> = rows.iter().filter(|r| inserted.contains(&r.seq)).collect();
         // Alarms before the ack, so an alert is visible by the time the device hears back. A
         // failure here leaves the readings stored; the next batch's evaluation catches up.
         for probe in &device.probes {
@@ -283,7 +288,7 @@ impl App {
                 tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
             }
         }
-        Ok(Ack { acked_seq: acked, rejected: u32::try_from(rejects.len()).unwrap_or(u32::MAX), error: "" })
+        Ok(Ack { acked_seq: acked, rejected, error: "" })
     }
 }
 

@@ -157,6 +157,8 @@ pub struct Incoming {
 pub const MIN_TEMP_C: f64 = -100.0;
 /// Highest accepted temperature, °C.
 pub const MAX_TEMP_C: f64 = 80.0;
+/// The earliest accepted reading time (2000-01-01T00:00:00Z).
+pub const MIN_TIME_SECS: i64 = 946_684_800;
 /// How far in the future a reading's time may be (device clocks drift).
 pub const MAX_FUTURE_SECS: i64 = 300;
 
@@ -170,6 +172,11 @@ pub fn reject_reason(r: &Incoming, probe_known: bool, now: DateTime<Utc>) -> Opt
         return Some("UNKNOWN_PROBE");
     }
     let Some(t) = r.time else { return Some("TIME_MISSING") };
+    // Anything before vaxtrace existed is a broken clock; far-past times would also fail
+    // PostgreSQL's timestamptz range and roll back (and so block) the whole batch.
+    if t.timestamp() < MIN_TIME_SECS {
+        return Some("TIME_TOO_OLD");
+    }
     if t > now + chrono::Duration::seconds(MAX_FUTURE_SECS) {
         return Some("TIME_IN_FUTURE");
     }
@@ -220,6 +227,9 @@ mod tests {
         assert_eq!(reject_reason(&reading(1, 4.5, 0, now), true, now), None);
         assert_eq!(reject_reason(&reading(0, 4.5, 0, now), true, now), Some("SEQ_INVALID"));
         assert_eq!(reject_reason(&reading(1, 4.5, 0, now), false, now), Some("UNKNOWN_PROBE"));
+        let mut ancient = reading(1, 4.5, 0, now);
+        ancient.time = chrono::DateTime::from_timestamp(-3_000_000_000_000, 0);
+        assert_eq!(reject_reason(&ancient, true, now), Some("TIME_TOO_OLD"));
         assert_eq!(reject_reason(&reading(1, 4.5, 300, now), true, now), None, "exactly 5 min ahead is accepted");
         assert_eq!(reject_reason(&reading(1, 4.5, 301, now), true, now), Some("TIME_IN_FUTURE"));
         assert_eq!(reject_reason(&reading(1, 80.0, 0, now), true, now), None);

@@ -148,8 +148,11 @@ async fn handle(app: &App, client: &AsyncClient, batch: Batch) {
             } else {
                 (format!("vaxtrace/v1/devices/{}/ack", batch.device_id), ack_message(&batch.device_id, &ack))
             };
-            if let Err(e) = client.publish(topic, QoS::AtLeastOnce, false, body).await {
-                tracing::warn!(error = %e, "cannot publish an ack; the device will re-send");
+            // try_publish: a worker must never wait on the client's queue, which only drains while
+            // the event loop runs, and the event loop may be waiting on the workers' queue. A lost
+            // ack costs a re-send, never a reading.
+            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, body) {
+                tracing::warn!(error = %e, "cannot publish an ack now; the device will re-send");
             }
         }
         // Nothing was committed or nothing is acked: the device re-sends after its timeout.

@@ -147,16 +147,33 @@ macro_rules! sql_alert_store {
                         .bind(c.through.timestamp_millis())
                         .fetch_optional(&mut *tx)
                         .await?;
-                    if let Some(r) = row {
+                    // Never onto a key that already has an unresolved alert (the unique index would
+                    // refuse it, and evaluation would fail the same way on every replay).
+                    if let Some(r) = row
+                        && unresolved_by_key(&mut tx, &key).await?.is_none()
+                    {
                         let mut partial = alert_row(&r)?;
                         partial.subject.episode_start_ms = s.episode_start_ms;
                         partial.start = c.start;
                         partial.updated_at = d::now();
                         write_alert(&mut tx, &partial, false).await?;
+                        write_event(&mut tx, &partial, al::EventType::Updated).await?;
                     }
                 }
                 let open = unresolved_by_key(&mut tx, &key).await?;
-                let suppressed = open.is_none() && latest_resolved_active(&mut tx, &key).await?.is_some();
+                // A cold-chain episode is one alert for good: once resolved, replaying its readings
+                // must not open it again. (Stock conditions recur under one key, so for them only a
+                // still-active resolved alert holds a new one back.)
+                let handled = if s.episode_start_ms > 0 {
+                    let n: i64 = sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM alerts WHERE subject_key = $1 AND state = 3")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    n > 0
+                } else {
+                    false
+                };
+                let suppressed = open.is_none() && (handled || latest_resolved_active(&mut tx, &key).await?.is_some());
                 let ev = match al::raise(open, suppressed, c, d::now(), d::new_id) {
                     al::Change::Nothing => None,
                     al::Change::Open(a) => {
@@ -220,23 +237,25 @@ macro_rules! sql_alert_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                let sql = format!("SELECT state FROM alerts WHERE id = $1{}", <$Store>::LOCK);
-                let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&updated.id).fetch_optional(&mut *tx).await?;
-                match state {
-                    None => return Err(Error::not_found("ALERT_NOT_FOUND", "alert not found")),
-                    Some(s) if !from_states.iter().any(|f| f.as_i32() == s) => {
-                        return Err(Error::precondition(
-                            "INVALID_STATE",
-                            format!("the alert is {:?}", al::AlertState::from_i32(s)),
-                        ));
-                    }
-                    Some(_) => {}
+                // Re-read under the lock and apply only the handling: ingest may have changed the
+                // condition (cleared, escalated) since the caller read the alert.
+                let sql = format!("SELECT {ALERT_COLS} FROM alerts a WHERE a.id = $1{}", <$Store>::LOCK);
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&updated.id).fetch_optional(&mut *tx).await? else {
+                    return Err(Error::not_found("ALERT_NOT_FOUND", "alert not found"));
+                };
+                let mut current = alert_row(&row)?;
+                if !from_states.contains(&current.state) {
+                    return Err(Error::precondition("INVALID_STATE", format!("the alert is {:?}", current.state)));
                 }
-                write_alert(&mut tx, updated, false).await?;
-                write_event(&mut tx, updated, kind).await?;
-                idem_finish(&mut tx, idem, updated).await?;
+                current.state = updated.state;
+                current.acknowledgement.clone_from(&updated.acknowledgement);
+                current.resolution.clone_from(&updated.resolution);
+                current.updated_at = updated.updated_at;
+                write_alert(&mut tx, &current, false).await?;
+                write_event(&mut tx, &current, kind).await?;
+                idem_finish(&mut tx, idem, &current).await?;
                 tx.commit().await?;
-                Ok(updated.clone())
+                Ok(current)
             }
 
             async fn list_alerts(&self, scope_path: &str, f: &al::AlertFilter, page: &PageRequest) -> Result<Page<Alert>> {

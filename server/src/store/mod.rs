@@ -343,14 +343,15 @@ pub trait TelemetryStore: Send + Sync {
         page: &PageRequest,
     ) -> Result<Page<crate::domain::telemetry::Device>>;
     /// Stores a batch in one transaction (a repeated seq is ignored), records rejected seqs, and
-    /// returns the new ack: the highest seq up to which every reading is committed.
+    /// returns the new ack (the highest seq up to which every reading is committed) with the seqs
+    /// that were new.
     async fn store_readings(
         &self,
         device_id: &str,
         readings: &[crate::domain::telemetry::StoredReading],
         rejects: &[(i64, &'static str)],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<i64>;
+    ) -> Result<(i64, std::collections::HashSet<i64>)>;
     /// A probe's alarm state bytes and the reading time they have reached.
     async fn alarm_state(
         &self,

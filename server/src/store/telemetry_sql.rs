@@ -126,15 +126,16 @@ macro_rules! sql_telemetry_store {
                 readings: &[tm::StoredReading],
                 rejects: &[(i64, &'static str)],
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<i64> {
+            ) -> Result<(i64, std::collections::HashSet<i64>)> {
                 let mut tx = self.begin_write().await?;
                 // Lock the device row before anything else: it serializes batches (and replicas)
                 // advancing one device's ack, and taking it first avoids the deadlock of two
                 // transactions upgrading the key-share locks their reading inserts took on it.
                 let sql = format!("SELECT last_seq FROM devices WHERE id = $1{}", <$Store>::LOCK);
                 let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
+                let mut inserted = std::collections::HashSet::new();
                 for r in readings {
-                    sqlx::query(
+                    let n = sqlx::query(
                         "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
                          door_open, sensor_fault, received_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                          ON CONFLICT DO NOTHING",
@@ -152,7 +153,11 @@ macro_rules! sql_telemetry_store {
                     .bind(now)
                     .bind(r.verified)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
+                    if n == 1 {
+                        inserted.insert(r.seq);
+                    }
                 }
                 for (seq, reason) in rejects {
                     sqlx::query("INSERT INTO reading_rejects (device_id, seq, reason, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
@@ -179,7 +184,7 @@ macro_rules! sql_telemetry_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(acked)
+                Ok((acked, inserted))
             }
 
             async fn alarm_state(&self, device_id: &str, probe: u32) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
