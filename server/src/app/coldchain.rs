@@ -16,7 +16,8 @@ use crate::domain::alert::{self as al, Condition, Subject};
 use crate::domain::telemetry::{Device, Probe};
 use crate::error::{Error, Result};
 
-/// One evaluation at a time per device in this process (replicas converge through replays).
+/// One evaluation at a time per device in this process (the database lock covers replicas; this
+/// keeps a process from tying up pool connections waiting on itself).
 #[derive(Debug, Default)]
 pub(crate) struct ProbeLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
@@ -97,6 +98,8 @@ impl App {
     pub async fn evaluate_probe(&self, device: &Device, probe: &Probe, earliest_new: DateTime<Utc>) -> Result<usize> {
         let lock = self.probe_locks.get(&device.id);
         let _guard = lock.lock().await;
+        // Across replicas too: the state read, the evaluation and the state write happen under it.
+        let _db_guard = self.store.lock_device_evaluation(&device.id).await?;
         let (unit, _) = self
             .store
             .get_storage_unit(&probe.storage_unit_id)

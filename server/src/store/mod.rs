@@ -352,6 +352,10 @@ pub trait TelemetryStore: Send + Sync {
         rejects: &[(i64, &'static str)],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(i64, std::collections::HashSet<i64>)>;
+    /// Holds the device's evaluation lock until the returned guard is dropped: replicas evaluating
+    /// the same device's alarms take turns (PostgreSQL: a transaction-scoped advisory lock, so it
+    /// is released even if the holder fails; SQLite: one process, nothing to do).
+    async fn lock_device_evaluation(&self, device_id: &str) -> Result<Box<dyn std::any::Any + Send>>;
     /// A probe's alarm state bytes and the reading time they have reached.
     async fn alarm_state(
         &self,

@@ -50,6 +50,17 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// A transaction holding `pg_advisory_xact_lock` on the device; dropping it rolls back and
+    /// releases the lock.
+    async fn evaluation_lock(&self, device_id: &str) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7261))")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Box::new(tx))
+    }
+
     async fn migrate(&self) -> crate::error::Result<()> {
         self.apply_migrations(MIGRATIONS, "SELECT pg_advisory_xact_lock(8530231610746954597)" /* ASCII "vaxtrace" */, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await
     }

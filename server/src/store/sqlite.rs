@@ -61,6 +61,11 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// SQLite serves one process, whose per-device mutex already serializes evaluation.
+    async fn evaluation_lock(&self, _device_id: &str) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(()))
+    }
+
     async fn migrate(&self) -> crate::error::Result<()> {
         self.apply_migrations(
             MIGRATIONS,

@@ -187,6 +187,10 @@ macro_rules! sql_telemetry_store {
                 Ok((acked, inserted))
             }
 
+            async fn lock_device_evaluation(&self, device_id: &str) -> Result<Box<dyn std::any::Any + Send>> {
+                self.evaluation_lock(device_id).await
+            }
+
             async fn alarm_state(&self, device_id: &str, probe: u32) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
                 let row = sqlx::query("SELECT state, evaluated_to FROM probe_alarm_state WHERE device_id = $1 AND probe = $2")
                     .bind(device_id)
