@@ -1167,7 +1167,7 @@ impl App {
                     )
                 })?;
                 let n = if discard_vials == 0 { x.quarantined_vials } else { discard_vials };
-                if !(1..=x.quarantined_vials).contains(&n) {
+                if !(1..=x.quarantined_vials.max(1)).contains(&n) {
                     return Err(Error::invalid("discard_vials", format!("must be within 1..{}", x.quarantined_vials)));
                 }
                 (n, reason.as_i32())
@@ -1175,7 +1175,19 @@ impl App {
             _ => return Err(Error::invalid("decision", "must be RELEASE or DISCARD")),
         };
         let info = self.store.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
-        let release = x.quarantined_vials - discard;
+        // A count (or a discard) since the alarm may have lowered the quarantined vials: assess
+        // what is still there. (If it changes again before the write, the write is refused and
+        // the exposure stays pending for another try.)
+        let held = self
+            .store
+            .facility_stock(&x.facility_id, Some(&x.product_id))
+            .await?
+            .into_iter()
+            .find(|b| b.storage_unit_id == x.storage_unit_id && b.lot_id == x.lot_id)
+            .map_or(0, |b| b.balance.quarantined);
+        let total = x.quarantined_vials.min(held);
+        let discard = discard.min(total);
+        let release = total - discard;
         let mut drafts = Vec::new();
         if discard > 0 {
             let mut d = EntryDraft::new(EntryKind::Adjustment, &x.storage_unit_id, &x.facility_id, &info, -discard);
