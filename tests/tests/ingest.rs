@@ -241,6 +241,14 @@ async fn real_agent_through_two_replicas_one_killed() {
             };
             let r = tel.register_device(authed(&w.tok, reg)).await.unwrap().into_inner();
             let id = r.device.unwrap().id;
+            let listed = tel
+                .list_devices(authed(&w.tok, pb::ListDevicesRequest { facility_id: w.c.clone(), ..Default::default() }))
+                .await
+                .unwrap()
+                .into_inner()
+                .devices;
+            assert_eq!(listed.len(), 1, "{name}");
+            assert_eq!(listed[0].probes.iter().map(|p| p.index).collect::<Vec<_>>(), vec![0, 1], "{name}");
             tokio::time::sleep(Duration::from_millis(300)).await;
 
             const N: i64 = 600;

@@ -112,10 +112,30 @@ macro_rules! sql_telemetry_store {
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await?;
+                // One query for the probes of the whole page (ids are ordered), not one per device.
+                let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<std::result::Result<Vec<_>, _>>()?;
+                let mut probes: std::collections::HashMap<String, Vec<tm::Probe>> = std::collections::HashMap::new();
+                if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
+                    let prows = sqlx::query(
+                        "SELECT device_id, probe, storage_unit_id, label FROM device_probes \
+                         WHERE device_id >= $1 AND device_id <= $2 ORDER BY device_id, probe",
+                    )
+                    .bind(first)
+                    .bind(last)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    for r in &prows {
+                        let probe: i32 = r.try_get("probe")?;
+                        probes.entry(r.try_get("device_id")?).or_default().push(tm::Probe {
+                            index: u32::try_from(probe).unwrap_or(0),
+                            storage_unit_id: r.try_get("storage_unit_id")?,
+                            label: r.try_get("label")?,
+                        });
+                    }
+                }
                 let mut items = Vec::with_capacity(rows.len());
-                for r in &rows {
-                    let id: String = r.try_get("id")?;
-                    items.push(device_row(r, probes_of(&self.pool, &id).await?)?);
+                for (r, id) in rows.iter().zip(&ids) {
+                    items.push(device_row(r, probes.remove(id).unwrap_or_default())?);
                 }
                 Ok(page.finish(items, |d| &d.id))
             }
