@@ -15,6 +15,11 @@ pub(crate) const SHIPMENT_COLS: &str = "s.id, s.from_facility_id, s.to_facility_
      s.comment, s.expected_arrival, s.created_at, s.dispatched_at, s.received_at, s.cancelled_at, s.created_by, \
      s.dispatched_by, s.received_by, s.cancelled_by, s.cancel_comment";
 
+/// Balances per locking statement: 3 parameters each, far below SQLite's 32,766.
+pub(crate) const LOCK_CHUNK: usize = 1000;
+/// Ledger entries per INSERT: 22 parameters each.
+pub(crate) const ENTRY_CHUNK: usize = 1000;
+
 macro_rules! sql_stock_store {
     ($Store:ty, $Db:ty, $Row:ty) => {
         use std::collections::BTreeMap;
@@ -109,7 +114,8 @@ macro_rules! sql_stock_store {
 
         /// Writes an operation inside `tx`: locks every touched balance in key order (so two
         /// operations never deadlock), applies the domain rule to each entry in order, then
-        /// writes the entries and the new balances.
+        /// writes the entries and the new balances. A fixed number of statements whatever the
+        /// operation's size: round trips, not rows, dominate a small transaction's cost.
         async fn post_in(tx: &mut Tx<'_>, op: &Operation) -> Result<Vec<LedgerEntry>> {
             let now = d::now();
             let mut balances: BTreeMap<(String, String), BalanceState> = BTreeMap::new();
@@ -118,22 +124,24 @@ macro_rules! sql_stock_store {
                     balances.insert((u.clone(), dr.lot_id.clone()), BalanceState::default());
                 }
             }
-            let lock_sql = format!(
-                "SELECT vials, quarantined_vials FROM stock_balances WHERE storage_unit_id = $1 AND lot_id = $2{}",
-                <$Store>::LOCK
-            );
-            for ((unit, lot), state) in balances.iter_mut() {
-                sqlx::query(
-                    "INSERT INTO stock_balances (storage_unit_id, lot_id, vials, quarantined_vials, vvm_stage, updated_at) \
-                     VALUES ($1, $2, 0, 0, 0, $3) ON CONFLICT DO NOTHING",
-                )
-                .bind(unit)
-                .bind(lot)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                let r = sqlx::query(sqlx::AssertSqlSafe(lock_sql.clone())).bind(unit).bind(lot).fetch_one(&mut **tx).await?;
-                *state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
+            for chunk in balances.keys().cloned().collect::<Vec<_>>().chunks(LOCK_CHUNK) {
+                // The no-op upsert creates a missing balance and locks an existing one in one
+                // statement; rows are taken in key order, as every writer does.
+                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                    "INSERT INTO stock_balances (storage_unit_id, lot_id, vials, quarantined_vials, vvm_stage, updated_at) ",
+                );
+                q.push_values(chunk, |mut b, (unit, lot)| {
+                    b.push_bind(unit.clone()).push_bind(lot.clone()).push("0, 0, 0").push_bind(now);
+                });
+                q.push(
+                    " ON CONFLICT (storage_unit_id, lot_id) DO UPDATE SET vials = stock_balances.vials \
+                     RETURNING storage_unit_id, lot_id, vials, quarantined_vials",
+                );
+                for r in q.build().fetch_all(&mut **tx).await? {
+                    let key: (String, String) = (r.try_get("storage_unit_id")?, r.try_get("lot_id")?);
+                    let state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
+                    balances.insert(key, state);
+                }
             }
             let mut out = Vec::with_capacity(op.drafts.len());
             for dr in &op.drafts {
@@ -151,43 +159,10 @@ macro_rules! sql_stock_store {
                     }
                     None => 0,
                 };
-                let id = d::new_id();
                 let doses = dr.quantity_vials * dr.doses_per_vial;
-                let sequence: i64 = sqlx::query_scalar(
-                    "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
-                     quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
-                     request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
-                     balance_after_vials) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-                     $17, $18, $19, $20, $21, $22) RETURNING sequence",
-                )
-                .bind(&id)
-                .bind(&op.id)
-                .bind(&dr.storage_unit_id)
-                .bind(&dr.facility_id)
-                .bind(&dr.lot_id)
-                .bind(&dr.product_id)
-                .bind(dr.kind.as_i32())
-                .bind(dr.quantity_vials)
-                .bind(doses)
-                .bind(dr.quarantined_change)
-                .bind(dr.adjustment_reason)
-                .bind(dr.discrepancy_reason)
-                .bind(&dr.comment)
-                .bind(&op.actor)
-                .bind(now)
-                .bind(&op.request_id)
-                .bind(&dr.shipment_id)
-                .bind(&dr.session_report_id)
-                .bind(&dr.reverses_entry_id)
-                .bind(&dr.physical_count_id)
-                .bind(&dr.exposure_id)
-                .bind(after)
-                .fetch_one(&mut **tx)
-                .await
-                .map_err($crate::store::map_unique)?;
                 out.push(LedgerEntry {
-                    id,
-                    sequence,
+                    id: d::new_id(),
+                    sequence: 0,
                     operation_id: op.id.clone(),
                     draft: EntryDraft { draws_available: false, count_to: None, quarantine_available: false, ..dr },
                     doses,
@@ -198,18 +173,61 @@ macro_rules! sql_stock_store {
                     reversed_by: None,
                 });
             }
-            for ((unit, lot), b) in &balances {
-                sqlx::query(
-                    "UPDATE stock_balances SET vials = $1, quarantined_vials = $2, updated_at = $3 \
-                     WHERE storage_unit_id = $4 AND lot_id = $5",
-                )
-                .bind(b.vials)
-                .bind(b.quarantined)
-                .bind(now)
-                .bind(unit)
-                .bind(lot)
-                .execute(&mut **tx)
-                .await?;
+            for chunk in out.chunks_mut(ENTRY_CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                    "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
+                     quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
+                     request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
+                     balance_after_vials) ",
+                );
+                q.push_values(chunk.iter(), |mut b, e| {
+                    let dr = &e.draft;
+                    b.push_bind(e.id.clone())
+                        .push_bind(e.operation_id.clone())
+                        .push_bind(dr.storage_unit_id.clone())
+                        .push_bind(dr.facility_id.clone())
+                        .push_bind(dr.lot_id.clone())
+                        .push_bind(dr.product_id.clone())
+                        .push_bind(dr.kind.as_i32())
+                        .push_bind(dr.quantity_vials)
+                        .push_bind(e.doses)
+                        .push_bind(dr.quarantined_change)
+                        .push_bind(dr.adjustment_reason)
+                        .push_bind(dr.discrepancy_reason)
+                        .push_bind(dr.comment.clone())
+                        .push_bind(e.actor.clone())
+                        .push_bind(e.time)
+                        .push_bind(e.request_id.clone())
+                        .push_bind(dr.shipment_id.clone())
+                        .push_bind(dr.session_report_id.clone())
+                        .push_bind(dr.reverses_entry_id.clone())
+                        .push_bind(dr.physical_count_id.clone())
+                        .push_bind(dr.exposure_id.clone())
+                        .push_bind(e.balance_after_vials);
+                });
+                // RETURNING's row order is not promised, so sequences are matched by id.
+                q.push(" RETURNING id, sequence");
+                let rows = q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?;
+                let mut sequences = std::collections::HashMap::with_capacity(rows.len());
+                for r in rows {
+                    sequences.insert(r.try_get::<String, _>("id")?, r.try_get::<i64, _>("sequence")?);
+                }
+                for e in chunk.iter_mut() {
+                    e.sequence = *sequences
+                        .get(&e.id)
+                        .ok_or_else(|| $crate::error::Error::Internal(format!("ledger entry {} not returned", e.id)))?;
+                }
+            }
+            let rows: Vec<_> = balances.iter().collect();
+            for chunk in rows.chunks(LOCK_CHUNK) {
+                // UPDATE … FROM (VALUES …): both engines name a VALUES list's columns column1…n.
+                let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE stock_balances SET vials = v.column3, quarantined_vials = v.column4, updated_at = ");
+                q.push_bind(now).push(" FROM (");
+                q.push_values(chunk.iter(), |mut b, ((unit, lot), s)| {
+                    b.push_bind(unit.clone()).push_bind(lot.clone()).push_bind(s.vials).push_bind(s.quarantined);
+                });
+                q.push(") AS v WHERE stock_balances.storage_unit_id = v.column1 AND stock_balances.lot_id = v.column2");
+                q.build().execute(&mut **tx).await?;
             }
             for (unit, lot, stage) in &op.vvm {
                 sqlx::query(
