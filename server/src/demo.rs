@@ -293,6 +293,7 @@ async fn move_stock(
                 vials: 2000,
                 vvm_stage: 1,
                 storage_unit_id: net.unit_for(national, *profile).ok_or_else(missing)?.clone(),
+                manufacturer: String::new(),
             });
         }
     }

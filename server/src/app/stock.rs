@@ -1,7 +1,7 @@
 //! Stock use cases: who may move which vials, validated into ledger operations the store writes
 //! atomically. Every operation accepts a request_id and is idempotent.
 
-use chrono::{Days, NaiveDate, Utc};
+use chrono::{Datelike, Days, NaiveDate, Utc};
 
 use super::App;
 use crate::domain::catalog::{LotInput, NewLot};
@@ -11,8 +11,8 @@ use crate::domain::stock::{
     StockPolicy,
 };
 use crate::domain::{
-    Action, Caller, Facility, FacilityKind, Idempotency, Lot, Page, PageRequest, StorageUnit, TemperatureProfile,
-    new_id, now, validate,
+    Action, Caller, Facility, FacilityKind, Idempotency, Lot, Page, PageRequest, Product, StorageUnit,
+    TemperatureProfile, new_id, now, scan, validate,
 };
 use crate::error::{Error, Result};
 
@@ -23,7 +23,7 @@ pub enum LotRef {
     Id(String),
     /// A lot to match or create: product, GTIN, number, manufacturer, expiry parts.
     New(LotInput),
-    /// A GS1 element string (arrives with the Interop issue).
+    /// A GS1 element string read from a pack's barcode.
     Scanned(String),
 }
 
@@ -38,6 +38,8 @@ pub struct ReceiptLine {
     pub vvm_stage: i32,
     /// Unit, "" = the receipt's unit.
     pub storage_unit_id: String,
+    /// Manufacturer of a lot created from a scanned code.
+    pub manufacturer: String,
 }
 
 /// A new shipment's line.
@@ -66,6 +68,9 @@ pub struct ReceivedLine {
     pub discrepancy_reason: i32,
     /// Comment.
     pub comment: String,
+    /// A scanned GS1 code naming the lot instead of `line_id`; the vials fill that lot's lines
+    /// in line order.
+    pub scanned_code: String,
 }
 
 /// A counted (unit, lot).
@@ -104,8 +109,13 @@ fn vvm(field: &str, v: i32) -> Result<i32> {
     if (0..=4).contains(&v) { Ok(v) } else { Err(Error::invalid(field, "must be a VVM stage 1..4 (0 = not recorded)")) }
 }
 
-fn scanned_unavailable() -> Error {
-    Error::Unimplemented("scanned GS1 codes are accepted once the Interop issue lands; send lot_id".into())
+/// The request field of a scanned code beside the lot field `field` names ("lines[2].lot_id" or
+/// "lines[2]" → "lines[2].scanned_code").
+fn scan_field(field: &str) -> String {
+    match field.strip_suffix("lot_id") {
+        Some(prefix) => format!("{prefix}scanned_code"),
+        None => format!("{field}.scanned_code"),
+    }
 }
 
 fn today() -> NaiveDate {
@@ -144,16 +154,11 @@ impl App {
     ) -> Result<(StorageUnit, Facility)> {
         caller.require(action)?;
         let id = validate::id(field, id)?;
-        let (u, path) = match self.store.get_storage_unit(&id).await? {
-            Some((u, path)) if caller.covers(&path) => (u, path),
+        let (u, f) = match self.store.get_unit_with_facility(&id).await? {
+            Some((u, f)) if caller.covers(&f.path) => (u, f),
             Some(_) => return Err(Error::PermissionDenied),
             None => return Err(caller.not_found("STORAGE_UNIT_NOT_FOUND", "storage unit")),
         };
-        let f = self
-            .store
-            .get_facility(&u.facility_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("unit {} has no facility {path}", u.id)))?;
         if !u.active {
             return Err(Error::precondition(
                 "STORAGE_UNIT_INACTIVE",
@@ -172,15 +177,69 @@ impl App {
                     .await?
                     .ok_or_else(|| Error::not_found("LOT_NOT_FOUND", format!("lot {id} not found")))
             }
-            LotRef::Scanned(_) => Err(scanned_unavailable()),
+            LotRef::Scanned(code) => {
+                let field = scan_field(field);
+                let scan = scan::parse(&field, code)?;
+                let product = self.product_by_gtin(&scan.gtin).await?;
+                let lot = self.store.find_lot(&product.id, &scan.lot_number).await?.ok_or_else(|| {
+                    Error::not_found(
+                        scan::UNKNOWN_LOT,
+                        format!("lot {} of {} is not in the catalogue", scan.lot_number, product.name),
+                    )
+                })?;
+                scan::check_expiry(&scan, lot.expiry)?;
+                self.store.lot_info(&lot.id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))
+            }
             LotRef::New(_) => Err(Error::invalid(field, "name an existing lot by lot_id")),
         }
     }
 
+    /// The product whose packs carry a scanned GTIN; the error names the GTIN.
+    async fn product_by_gtin(&self, gtin: &str) -> Result<Product> {
+        self.store
+            .find_product_by_gtin(gtin)
+            .await?
+            .ok_or_else(|| Error::not_found(scan::UNKNOWN_GTIN, format!("no product in the catalogue has GTIN {gtin}")))
+    }
+
     /// Matches a supplier lot to the catalogue or creates it; a different expiry is refused.
-    async fn receipt_lot(&self, caller: &Caller, field: &str, lot: &LotRef) -> Result<(Lot, LotInfo)> {
+    async fn receipt_lot(
+        &self,
+        caller: &Caller,
+        field: &str,
+        lot: &LotRef,
+        manufacturer: &str,
+    ) -> Result<(Lot, LotInfo)> {
         let input = match lot {
             LotRef::New(input) => input.clone(),
+            LotRef::Scanned(code) => {
+                let field = scan_field(field);
+                let scan = scan::parse(&field, code)?;
+                let product = self.product_by_gtin(&scan.gtin).await?;
+                if let Some(existing) = self.store.find_lot(&product.id, &scan.lot_number).await? {
+                    scan::check_expiry(&scan, existing.expiry)?;
+                    let info = self
+                        .store
+                        .lot_info(&existing.id)
+                        .await?
+                        .ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                    return Ok((existing, info));
+                }
+                let expiry = scan.expiry.ok_or_else(|| {
+                    Error::invalid_because(
+                        &field,
+                        scan::INVALID_SCANNED_CODE,
+                        format!("lot {} is new and the code has no expiry, AI (17)", scan.lot_number),
+                    )
+                })?;
+                LotInput {
+                    product_id: product.id,
+                    gtin: scan.gtin,
+                    lot_number: scan.lot_number,
+                    manufacturer: manufacturer.to_owned(),
+                    expiry: Some((expiry.year(), expiry.month() as i32, expiry.day() as i32)),
+                }
+            }
             other => {
                 let info = self.lot(field, other).await?;
                 let l = self
@@ -222,6 +281,10 @@ impl App {
     }
 
     async fn check_profile(&self, product_id: &str, unit: &StorageUnit) -> Result<()> {
+        // Anything may go into a refrigerator; only a freezer needs the product's profile.
+        if unit.temperature_profile == TemperatureProfile::Refrigerated {
+            return Ok(());
+        }
         let p = self.store.get_product(product_id).await?.ok_or_else(|| Error::Internal("product vanished".into()))?;
         if p.temperature_profile == TemperatureProfile::Refrigerated
             && unit.temperature_profile != TemperatureProfile::Refrigerated
@@ -262,7 +325,7 @@ impl App {
             }
             let vials = positive(&format!("lines[{i}].vials"), line.vials)?;
             let stage = vvm(&format!("lines[{i}].vvm_stage"), line.vvm_stage)?;
-            let (lot, info) = self.receipt_lot(caller, &format!("lines[{i}]"), &line.lot).await?;
+            let (lot, info) = self.receipt_lot(caller, &format!("lines[{i}]"), &line.lot, &line.manufacturer).await?;
             Self::check_usable(&info, &lot.lot_number)?;
             self.check_profile(&info.product_id, &unit).await?;
             let mut d = EntryDraft::new(EntryKind::Receipt, &unit.id, &facility.id, &info, vials);
@@ -456,6 +519,59 @@ impl App {
             .await
     }
 
+    /// Replaces lines named by a scanned code with the shipment lines of that lot, filled in
+    /// line order; a line named twice is refused.
+    async fn expand_scanned_lines(&self, s: &Shipment, lines: Vec<ReceivedLine>) -> Result<Vec<ReceivedLine>> {
+        let mut out: Vec<ReceivedLine> = Vec::with_capacity(lines.len());
+        for (i, l) in lines.into_iter().enumerate() {
+            let named = if l.scanned_code.is_empty() {
+                vec![l]
+            } else {
+                let info = self.lot(&format!("lines[{i}].lot_id"), &LotRef::Scanned(l.scanned_code.clone())).await?;
+                let targets: Vec<&ShipmentLine> = s.lines.iter().filter(|x| x.lot_id == info.lot_id).collect();
+                if targets.is_empty() {
+                    return Err(Error::precondition(
+                        "LOT_NOT_IN_SHIPMENT",
+                        format!("lines[{i}]: the scanned lot is not in the shipment"),
+                    ));
+                }
+                let dispatched: i64 = targets.iter().map(|t| t.vials).sum();
+                if !(0..=dispatched).contains(&l.received_vials) {
+                    return Err(Error::invalid_because(
+                        format!("lines[{i}].received_vials"),
+                        "RECEIVED_EXCEEDS_DISPATCHED",
+                        format!("must be within 0..{dispatched}, the vials of the lot dispatched"),
+                    ));
+                }
+                let mut left = l.received_vials;
+                targets
+                    .into_iter()
+                    .map(|t| {
+                        let take = left.min(t.vials);
+                        left -= take;
+                        ReceivedLine {
+                            line_id: t.id.clone(),
+                            received_vials: take,
+                            scanned_code: String::new(),
+                            ..l.clone()
+                        }
+                    })
+                    .collect()
+            };
+            for n in named {
+                if out.iter().any(|o| o.line_id == n.line_id) {
+                    return Err(Error::invalid_because(
+                        format!("lines[{i}]"),
+                        "DUPLICATE_LINE",
+                        format!("shipment line {} is received twice", n.line_id),
+                    ));
+                }
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// Receives a dispatched shipment; shortfalls become transit losses with a reason.
     pub async fn receive_shipment(
         &self,
@@ -480,6 +596,7 @@ impl App {
                 format!("the shipment is {:?}, not Dispatched", s.state),
             ));
         }
+        let lines = self.expand_scanned_lines(&s, lines).await?;
         for l in &lines {
             if !s.lines.iter().any(|x| x.id == l.line_id) {
                 return Err(Error::precondition(

@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod facility;
 pub mod paging;
 pub mod report;
+pub mod scan;
 pub mod stock;
 pub mod telemetry;
 pub mod token;

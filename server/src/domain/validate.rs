@@ -58,15 +58,7 @@ pub fn request_id(value: &str) -> Result<()> {
 
 /// True when `digits` (all ASCII digits) ends in a valid GS1 mod-10 check digit.
 pub fn gs1_check_digit_ok(digits: &str) -> bool {
-    let bytes = digits.as_bytes();
-    let Some((&last, body)) = bytes.split_last() else { return false };
-    if !bytes.iter().all(u8::is_ascii_digit) {
-        return false;
-    }
-    // Weights alternate 3,1,3,... starting from the digit next to the check digit.
-    let sum: u32 =
-        body.iter().rev().enumerate().map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 3 } else { 1 }).sum();
-    (10 - sum % 10) % 10 == u32::from(last - b'0')
+    vaxtrace_gs1::check_digit_ok(digits)
 }
 
 /// A GS1 GTIN-14 (GTIN-8/12/13 are left-padded with zeros to 14 digits).

@@ -293,6 +293,7 @@ impl pb::stock_service_server::StockService for StockApi {
                 vials: l.vials,
                 vvm_stage: l.vvm_stage,
                 storage_unit_id: l.storage_unit_id,
+                manufacturer: l.manufacturer,
             })
             .collect();
         let comment =
@@ -351,18 +352,14 @@ impl pb::stock_service_server::StockService for StockApi {
         let r = req.into_inner();
         let mut lines = Vec::with_capacity(r.lines.len());
         for l in r.lines {
-            let line_id = match l.line_ref {
-                Some(pb::receive_shipment_line::LineRef::LineId(id)) => id,
-                Some(pb::receive_shipment_line::LineRef::ScannedCode(_)) => {
-                    return Err(Error::Unimplemented(
-                        "scanned GS1 codes are accepted once the Interop issue lands; send line_id".into(),
-                    )
-                    .into());
-                }
-                None => String::new(),
+            let (line_id, scanned_code) = match l.line_ref {
+                Some(pb::receive_shipment_line::LineRef::LineId(id)) => (id, String::new()),
+                Some(pb::receive_shipment_line::LineRef::ScannedCode(c)) => (String::new(), c),
+                None => (String::new(), String::new()),
             };
             lines.push(ReceivedLine {
                 line_id,
+                scanned_code,
                 received_vials: l.received_vials,
                 storage_unit_id: l.storage_unit_id,
                 vvm_stage: l.vvm_stage,

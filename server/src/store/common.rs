@@ -45,20 +45,26 @@ macro_rules! sql_store_common {
         }
 
         fn unit_row(r: &$Row) -> Result<StorageUnit> {
+            unit_row_as(r, "")
+        }
+
+        /// A storage unit from columns named with `prefix` (to read it beside its facility).
+        fn unit_row_as(r: &$Row, prefix: &str) -> Result<StorageUnit> {
+            let c = |name: &str| format!("{prefix}{name}");
             Ok(StorageUnit {
-                id: r.try_get("id")?,
-                facility_id: r.try_get("facility_id")?,
-                kind: decode_enum(r.try_get("kind")?, "storage unit kind", d::StorageUnitKind::from_i32)?,
-                name: r.try_get("name")?,
+                id: r.try_get(c("id").as_str())?,
+                facility_id: r.try_get(c("facility_id").as_str())?,
+                kind: decode_enum(r.try_get(c("kind").as_str())?, "storage unit kind", d::StorageUnitKind::from_i32)?,
+                name: r.try_get(c("name").as_str())?,
                 temperature_profile: decode_enum(
-                    r.try_get("temperature_profile")?,
+                    r.try_get(c("temperature_profile").as_str())?,
                     "temperature profile",
                     d::TemperatureProfile::from_i32,
                 )?,
-                capacity_litres: r.try_get("capacity_litres")?,
-                active: r.try_get("active")?,
-                created_at: r.try_get("created_at")?,
-                updated_at: r.try_get("updated_at")?,
+                capacity_litres: r.try_get(c("capacity_litres").as_str())?,
+                active: r.try_get(c("active").as_str())?,
+                created_at: r.try_get(c("created_at").as_str())?,
+                updated_at: r.try_get(c("updated_at").as_str())?,
             })
         }
 
@@ -499,6 +505,18 @@ macro_rules! sql_store_common {
                 }
             }
 
+            async fn get_unit_with_facility(&self, id: &str) -> Result<Option<(StorageUnit, Facility)>> {
+                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    let f = FACILITY_COLS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ");
+                    let u = UNIT_COLS.split(", ").map(|c| format!("{c} AS u_{}", &c[2..])).collect::<Vec<_>>().join(", ");
+                    format!("SELECT {f}, {u} FROM storage_units u JOIN facilities f ON f.id = u.facility_id WHERE u.id = $1")
+                });
+                match sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(id).fetch_optional(&self.pool).await? {
+                    Some(r) => Ok(Some((unit_row_as(&r, "u_")?, facility_row(&r)?))),
+                    None => Ok(None),
+                }
+            }
+
             async fn insert_storage_unit(
                 &self,
                 idem: Option<&d::Idempotency>,
@@ -598,6 +616,14 @@ macro_rules! sql_store_common {
                     .await?;
                 let items = rows.iter().map(unit_row).collect::<Result<Vec<_>>>()?;
                 Ok(page.finish(items, |u| &u.id))
+            }
+
+            async fn find_product_by_gtin(&self, gtin: &str) -> Result<Option<Product>> {
+                let sql = format!(
+                    "SELECT {PRODUCT_COLS} FROM products WHERE id = (SELECT product_id FROM product_gtins WHERE gtin = $1)"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(gtin).fetch_optional(&self.pool).await?;
+                row.as_ref().map(product_row).transpose()
             }
 
             async fn get_product(&self, id: &str) -> Result<Option<Product>> {

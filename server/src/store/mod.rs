@@ -102,6 +102,8 @@ pub trait Store: StockStore + AlertStore + TelemetryStore + Send + Sync + std::f
 
     /// Reads a storage unit with its facility's path.
     async fn get_storage_unit(&self, id: &str) -> Result<Option<(StorageUnit, String)>>;
+    /// Reads a storage unit with its facility, in one query.
+    async fn get_unit_with_facility(&self, id: &str) -> Result<Option<(StorageUnit, Facility)>>;
     /// Stores a new storage unit.
     async fn insert_storage_unit(
         &self,
@@ -126,6 +128,8 @@ pub trait Store: StockStore + AlertStore + TelemetryStore + Send + Sync + std::f
 
     /// Reads a product.
     async fn get_product(&self, id: &str) -> Result<Option<Product>>;
+    /// The product whose packs carry `gtin` (GTIN-14).
+    async fn find_product_by_gtin(&self, gtin: &str) -> Result<Option<Product>>;
     /// Stores a new product.
     async fn insert_product(&self, idem: Option<&Idempotency>, id: &str, new: &NewProduct) -> Result<Product>;
     /// Applies a patch; `None` when the product does not exist.
