@@ -67,6 +67,28 @@ enum Command {
         #[arg(long, env = "VAXTRACE_DATABASE_URL", default_value = "sqlite://vaxtrace.db", hide_env_values = true)]
         database_url: String,
     },
+    /// Export a subtree's supply-chain events in [start, end) as one GS1 EPCIS 2.0 JSON-LD
+    /// document, from a running server (gRPC, with a token; scoped to the token).
+    ExportEpcis {
+        /// The server's gRPC address.
+        #[arg(long, env = "VAXTRACE_SERVER", default_value = "http://127.0.0.1:50051")]
+        server: String,
+        /// Bearer token (vxt_…).
+        #[arg(long, env = "VAXTRACE_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The subtree's root facility; default: the token's whole scope.
+        #[arg(long, default_value = "")]
+        facility_id: String,
+        /// First instant, RFC 3339 (for example 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        start: chrono::DateTime<chrono::Utc>,
+        /// End instant (exclusive), RFC 3339.
+        #[arg(long)]
+        end: chrono::DateTime<chrono::Utc>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Manage access tokens directly in the database.
     Token {
         #[command(subcommand)]
@@ -150,6 +172,9 @@ async fn main() -> anyhow::Result<()> {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
             println!("database {} is up to date", redact(&database_url));
         }
+        Command::ExportEpcis { server, token, facility_id, start, end, output } => {
+            export_epcis(&server, &token, facility_id, start, end, output.as_deref()).await?;
+        }
         Command::Token { command: TokenCommand::Create { database_url, role, scope, device_id, description } } => {
             let role = Role::parse(&role).with_context(|| {
                 format!("unknown role '{role}'; use admin, national_officer, district_officer, depot_manager or device")
@@ -158,6 +183,57 @@ async fn main() -> anyhow::Result<()> {
             let app = vaxtrace_server::open(&database_url).await.context("cannot open the database")?;
             let t = app.create_token_local(&new).await?;
             println!("token id {} ({}):\n{}", t.token.id, role.name(), t.secret);
+        }
+    }
+    Ok(())
+}
+
+/// Streams ExportEpcis from `server` into `output` (or stdout); the file is written whole or not
+/// at all, so a failed export never leaves a truncated document behind.
+async fn export_epcis(
+    server: &str,
+    token: &str,
+    facility_id: String,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use vaxtrace_proto::v1 as pb;
+    let channel = tonic::transport::Endpoint::from_shared(server.to_owned())
+        .with_context(|| format!("--server {server} is not a URL such as http://127.0.0.1:50051"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {server}"))?;
+    let mut client = pb::report_service_client::ReportServiceClient::new(channel);
+    let ts = |t: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    };
+    let mut req = tonic::Request::new(pb::ExportEpcisRequest {
+        facility_id,
+        start_time: Some(ts(start)),
+        end_time: Some(ts(end)),
+    });
+    let bearer = format!("Bearer {}", token.trim());
+    req.metadata_mut().insert("authorization", bearer.parse().context("the token holds characters a header cannot")?);
+    let status_text = |s: tonic::Status| anyhow::anyhow!("{:?}: {}", s.code(), s.message());
+    let mut stream = client.export_epcis(req).await.map_err(status_text)?.into_inner();
+    let mut doc = Vec::new();
+    while let Some(chunk) = stream.message().await.map_err(status_text)? {
+        doc.extend_from_slice(&chunk.data);
+    }
+    match output {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            tokio::fs::write(&tmp, &doc).await.with_context(|| format!("cannot write {}", tmp.display()))?;
+            tokio::fs::rename(&tmp, path).await.with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {} ({} bytes)", path.display(), doc.len());
+        }
+        None => {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&doc)?;
+            out.flush()?;
         }
     }
     Ok(())

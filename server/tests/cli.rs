@@ -46,6 +46,33 @@ fn demo_starts_seeds_and_answers_health_checks() {
     s.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
 
+    // export-epcis talks gRPC to the running demo with the admin token and writes the document.
+    let file = dir.path().join("events.jsonld");
+    let range = ["--start", "2000-01-01T00:00:00Z", "--end", "2100-01-01T00:00:00Z"];
+    let out = Command::new(BIN)
+        .args(["export-epcis", "--server", &format!("http://{addr}"), "--token", &token, "-o"])
+        .arg(&file)
+        .args(range)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(doc["type"], "EPCISDocument");
+    let steps: Vec<&str> =
+        doc["epcisBody"]["eventList"].as_array().unwrap().iter().filter_map(|e| e["bizStep"].as_str()).collect();
+    assert!(steps.contains(&"receiving") && steps.contains(&"shipping"), "the seeded journey: {steps:?}");
+    let out = Command::new(BIN)
+        .args(["export-epcis", "--server", &format!("http://{addr}"), "--token", "vxt_nope_nope"])
+        .args(range)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // SIGTERM shuts it down gracefully.
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use super::App;
+use crate::domain::epcis;
 use crate::domain::report::{self as rp, Csv, TreeRow};
-use crate::domain::stock::{ShipmentState, StockItem};
+use crate::domain::stock::{EntryFilter, ShipmentState, StockItem};
 use crate::domain::{Action, Caller, Facility, FacilityKind, Page, PageRequest, Product, validate};
 use crate::error::{Error, Result};
 
@@ -403,6 +404,75 @@ impl App {
             a.lot.2.cmp(&b.lot.2).then(a.facility.path.cmp(&b.facility.path)).then(a.lot.1.cmp(&b.lot.1))
         });
         Ok(rows)
+    }
+
+    /// The supply-chain events of a subtree in [start, end) as one EPCIS 2.0 JSON-LD document.
+    pub async fn export_epcis(
+        &self,
+        caller: &Caller,
+        facility_id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+    ) -> Result<String> {
+        let root = self.report_root(caller, facility_id).await?;
+        let start = start.ok_or_else(|| Error::invalid("start_time", "is required"))?;
+        let end = end.ok_or_else(|| Error::invalid("end_time", "is required"))?;
+        if end <= start {
+            return Err(Error::invalid("end_time", "must be after start_time"));
+        }
+        // The document is built in memory: a bound keeps one request from holding years of events.
+        if end - start > chrono::Duration::days(366) {
+            return Err(Error::invalid("end_time", "the range must not exceed 366 days; export year by year"));
+        }
+        let filter = EntryFilter {
+            ancestor_path: Some(root.path.clone()),
+            start: Some(start),
+            end: Some(end),
+            ..Default::default()
+        };
+        let mut entries = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = PageRequest::parse(1000, &token, &filter)?;
+            let got = self.store.list_entries(&caller.scope_path, &filter, &page).await?;
+            entries.extend(got.items);
+            if got.next_page_token.is_empty() {
+                break;
+            }
+            token = got.next_page_token;
+        }
+        let mut lookup = epcis::Lookup::default();
+        for e in &entries {
+            let d = &e.draft;
+            if !lookup.lots.contains_key(&d.lot_id)
+                && let Some(l) = self.store.get_lot(&d.lot_id).await?
+            {
+                lookup.lots.insert(l.id.clone(), epcis::LotKey { gtin: l.gtin, lot_number: l.lot_number });
+            }
+            if let Some(sid) = &d.shipment_id
+                && !lookup.shipments.contains_key(sid)
+                && let Some(s) = self.store.get_shipment(sid).await?
+            {
+                lookup.shipments.insert(sid.clone(), (s.from_facility_id, s.to_facility_id));
+            }
+            if let Some(xid) = &d.exposure_id
+                && !lookup.exposures.contains_key(xid)
+                && let Some((x, _)) = self.store.get_exposure(xid).await?
+            {
+                lookup.exposures.insert(xid.clone(), x);
+            }
+        }
+        let mut places: Vec<String> = entries.iter().map(|e| e.draft.facility_id.clone()).collect();
+        places.extend(lookup.shipments.values().flat_map(|(a, b)| [a.clone(), b.clone()]));
+        for id in places {
+            if !lookup.glns.contains_key(&id)
+                && let Some(f) = self.store.get_facility(&id).await?
+            {
+                lookup.glns.insert(id, f.gln);
+            }
+        }
+        let doc = epcis::document(epcis::events(&entries, &lookup), Utc::now());
+        serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(format!("EPCIS document: {e}")))
     }
 
     /// Pages any report's rows.

@@ -4,6 +4,7 @@
 pub mod alert;
 pub mod authz;
 pub mod catalog;
+pub mod epcis;
 pub mod facility;
 pub mod paging;
 pub mod report;

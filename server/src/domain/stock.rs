@@ -87,6 +87,21 @@ impl AdjustmentReason {
         }
     }
 
+    /// Whether the vials are destroyed (as opposed to lost, found or recounted).
+    pub fn is_discard(self) -> bool {
+        matches!(
+            self,
+            AdjustmentReason::Expired
+                | AdjustmentReason::VvmDiscardPoint
+                | AdjustmentReason::FrozenFailedShakeTest
+                | AdjustmentReason::HeatExposure
+                | AdjustmentReason::Broken
+                | AdjustmentReason::Contaminated
+                | AdjustmentReason::LabelMissing
+                | AdjustmentReason::Recalled
+        )
+    }
+
     /// Whether a comment must explain the adjustment.
     pub fn needs_comment(self) -> bool {
         matches!(

@@ -9,6 +9,16 @@ use crate::domain::catalog::{LotInput, ProductInput};
 use crate::domain::facility::{FacilityInput, StorageUnitInput};
 use crate::domain::{Facility, Lot, Product, StorageUnit, Token};
 
+/// A request's optional timestamp; out of range names `field`.
+pub fn time_opt(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, crate::error::Error> {
+    match t {
+        None => Ok(None),
+        Some(t) => DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
+            .map(Some)
+            .ok_or_else(|| crate::error::Error::invalid(field, "is out of range")),
+    }
+}
+
 /// A UTC instant on the wire.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }

@@ -486,8 +486,15 @@ impl pb::report_service_server::ReportService for ReportApi {
 
     async fn export_epcis(
         &self,
-        _req: Request<pb::ExportEpcisRequest>,
+        req: Request<pb::ExportEpcisRequest>,
     ) -> Result<Response<Self::ExportEpcisStream>, Status> {
-        Err(Error::Unimplemented("EPCIS export arrives with the Interop issue".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let start = super::convert::time_opt("start_time", r.start_time)?;
+        let end = super::convert::time_opt("end_time", r.end_time)?;
+        let doc = self.0.export_epcis(&c, &r.facility_id, start, end).await?;
+        let chunks: Vec<Result<pb::EpcisChunk, Status>> =
+            doc.into_bytes().chunks(64 * 1024).map(|b| Ok(pb::EpcisChunk { data: b.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 }

@@ -1,4 +1,7 @@
-//! Plain HTTP on the gRPC port: `/healthz` and `/metrics` (Prometheus text format).
+//! Plain HTTP on the gRPC port: `/healthz`, `/metrics` (Prometheus text format) and downloads
+//! under `/api/v1/`.
+
+mod api;
 
 use axum::Router;
 use axum::extract::State;
@@ -20,6 +23,7 @@ pub fn router(app: App, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/epcis", get(api::epcis))
         .with_state(WebState { app, metrics })
 }
 
