@@ -429,6 +429,7 @@ pub async fn start_loggers(
                 probes: vec![(0, ilr.id.clone(), "ILR 1".into())],
                 expected_interval_secs: 600,
                 unsigned_allowed: false,
+                active: true,
             };
             let (device, key) = app.register_device(admin, "", input).await?;
             let (scenario, start, speed) = match i {

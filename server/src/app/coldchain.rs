@@ -113,7 +113,9 @@ impl App {
             // First evaluation, or a reading older than what was evaluated: replay from the start.
             _ => (cc::State::new(), None),
         };
-        let readings = self.store.probe_readings(&device.id, probe.index, after).await?;
+        // Only what the probe measured in its present unit: a re-bound probe's earlier readings
+        // belong to another unit's history.
+        let readings = self.store.probe_readings(&device.id, probe.index, &probe.storage_unit_id, after).await?;
         // Phase 1: run the rules. Phase 2: apply the transitions, each knowing how far its episode
         // reaches, so a partial earlier view of the same episode is recognised (see AlertStore::raise).
         let mut events: Vec<cc::AlarmEvent> = Vec::new();

@@ -1,5 +1,6 @@
-//! Telemetry use cases: register loggers and ingest their batches. Ingest answers with the
-//! end-to-end ack only after the batch is committed; the transport publishes it.
+//! Telemetry use cases: register and update loggers, ingest their batches, and serve their
+//! readings. Ingest answers with the end-to-end ack only after the batch is committed; the
+//! transport publishes it.
 
 use prost::Message as _;
 use rand::RngCore as _;
@@ -8,9 +9,13 @@ use vaxtrace_proto::signing::{self, Verified};
 use vaxtrace_proto::v1 as pb;
 
 use super::App;
-use crate::domain::telemetry::{self as tm, Device, DeviceInput, Incoming, NewDevice, StoredReading};
+use crate::domain::telemetry::{
+    self as tm, Bucketing, Device, DeviceFilter, DeviceInput, DevicePatch, Incoming, LatestReading, NewDevice, Probe,
+    ReadingBucket, ReadingCursor, ReadingSource, RecordedReading, StoredReading, TimeRange,
+};
 use crate::domain::{Action, Caller, Idempotency, Page, PageRequest, new_id, now, validate};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, reason};
+use chrono::{DateTime, Utc};
 
 /// Most readings accepted in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -146,23 +151,7 @@ impl App {
             Some(_) => return Err(Error::PermissionDenied),
             None => return Err(caller.not_found("FACILITY_NOT_FOUND", "facility")),
         };
-        for (i, p) in new.probes.iter().enumerate() {
-            match self.store.get_storage_unit(&p.storage_unit_id).await? {
-                Some((u, _)) if u.facility_id == facility.id => {}
-                Some(_) => {
-                    return Err(Error::precondition(
-                        "STORAGE_UNIT_OTHER_FACILITY",
-                        format!("probes[{i}]: the storage unit is at another facility"),
-                    ));
-                }
-                None => {
-                    return Err(Error::not_found(
-                        "STORAGE_UNIT_NOT_FOUND",
-                        format!("probes[{i}]: storage unit not found"),
-                    ));
-                }
-            }
-        }
+        self.check_probes(&facility.id, &new.probes).await?;
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
         let t = now();
@@ -192,29 +181,174 @@ impl App {
         Ok((stored, key))
     }
 
-    /// Reads a device (never its key).
-    pub async fn get_device(&self, caller: &Caller, id: &str) -> Result<Device> {
-        caller.require(Action::ReadFacilities)?;
-        let id = validate::id("id", id)?;
-        match self.store.get_device(&id).await? {
+    /// Checks that every probe's storage unit exists and is at the device's facility.
+    async fn check_probes(&self, facility_id: &str, probes: &[Probe]) -> Result<()> {
+        for (i, p) in probes.iter().enumerate() {
+            match self.store.get_storage_unit(&p.storage_unit_id).await? {
+                Some((u, _)) if u.facility_id == facility_id => {}
+                Some(_) => {
+                    return Err(Error::precondition(
+                        "STORAGE_UNIT_OTHER_FACILITY",
+                        format!("probes[{i}]: the storage unit is at another facility"),
+                    ));
+                }
+                None => {
+                    return Err(Error::not_found(
+                        "STORAGE_UNIT_NOT_FOUND",
+                        format!("probes[{i}]: storage unit not found"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A device the caller may see; a hidden or missing one is indistinguishable for scoped callers.
+    async fn visible_device(&self, caller: &Caller, id: &str) -> Result<Device> {
+        match self.store.get_device(id).await? {
             Some((d, _, path)) if caller.covers(&path) => Ok(d),
             Some(_) => Err(Error::PermissionDenied),
             None => Err(caller.not_found("DEVICE_NOT_FOUND", "device")),
         }
     }
 
-    /// Lists devices in scope.
+    /// Reads a device (never its key).
+    pub async fn get_device(&self, caller: &Caller, id: &str) -> Result<Device> {
+        caller.require(Action::ReadFacilities)?;
+        let id = validate::id("id", id)?;
+        self.visible_device(caller, &id).await
+    }
+
+    /// Lists devices in scope, optionally at a facility, in a subtree or probing a storage unit.
     pub async fn list_devices(
         &self,
         caller: &Caller,
         facility_id: &str,
+        ancestor_id: &str,
+        storage_unit_id: &str,
+        include_inactive: bool,
         page_size: i32,
         page_token: &str,
     ) -> Result<Page<Device>> {
         caller.require(Action::ReadFacilities)?;
-        let facility = validate::optional_id("facility_id", facility_id)?;
-        let page = PageRequest::parse(page_size, page_token, &facility)?;
-        self.store.list_devices(&caller.scope_path, facility.as_deref(), &page).await
+        let facility_id = validate::optional_id("facility_id", facility_id)?;
+        let ancestor_id = validate::optional_id("ancestor_id", ancestor_id)?;
+        let storage_unit_id = validate::optional_id("storage_unit_id", storage_unit_id)?;
+        let ancestor_path = match &ancestor_id {
+            Some(a) => Some(self.visible_facility(caller, a, reason::NOT_FOUND).await?.path),
+            None => None,
+        };
+        if let Some(u) = &storage_unit_id {
+            self.visible_unit(caller, u).await?;
+        }
+        let filter = DeviceFilter { facility_id, ancestor_path, storage_unit_id, include_inactive };
+        let page = PageRequest::parse(page_size, page_token, &filter)?;
+        self.store.list_devices(&caller.scope_path, &filter, &page).await
+    }
+
+    /// Changes the fields named in `mask` (empty = all mutable ones) of a device in scope; a new
+    /// facility must be in scope too, and the probes must end up at the device's facility.
+    pub async fn update_device(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        input: DeviceInput,
+        mask: &[String],
+    ) -> Result<Device> {
+        caller.require(Action::SetPolicies)?;
+        let id = validate::id("device.id", id)?;
+        let patch = DevicePatch::parse(input, mask)?;
+        let current = self.visible_device(caller, &id).await?;
+        let facility_id = match &patch.facility_id {
+            Some(f) => self.visible_facility(caller, f, "FACILITY_NOT_FOUND").await?.id,
+            None => current.facility_id.clone(),
+        };
+        if patch.moves_probes() {
+            self.check_probes(&facility_id, patch.probes.as_deref().unwrap_or(&current.probes)).await?;
+        }
+        let idem = Idempotency::from_request(caller, "UpdateDevice", request_id, &(&id, &patch))?;
+        let updated = self.store.update_device(idem.as_ref(), &id, &patch).await;
+        self.remember(idem.as_ref(), updated).await?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))
+    }
+
+    /// Lists raw readings of a device or a storage unit in a time range, ordered by reading time,
+    /// device id and seq; only readings taken in units inside the caller's scope.
+    pub async fn list_readings(
+        &self,
+        caller: &Caller,
+        device_id: &str,
+        storage_unit_id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<RecordedReading>> {
+        caller.require(Action::ReadFacilities)?;
+        let source = ReadingSource::parse(device_id, storage_unit_id)?;
+        let range = TimeRange::parse(start, end, now())?;
+        // The request's own end, not the resolved "now": the next page's now is later, and the
+        // keyset order makes readings arriving meanwhile appear after what was already served.
+        let page = PageRequest::parse(page_size, page_token, &(&source, range.start, end))?;
+        let after = page.after.as_deref().map(ReadingCursor::parse).transpose()?;
+        match &source {
+            ReadingSource::Device(id) => {
+                self.visible_device(caller, id).await?;
+            }
+            ReadingSource::StorageUnit(id) => {
+                self.visible_unit(caller, id).await?;
+            }
+        }
+        let rows =
+            self.store.list_readings(&caller.scope_path, &source, &range, after.as_ref(), page.fetch_limit()).await?;
+        Ok(page.finish_keyed(rows, |r| ReadingCursor::after(r).encode()))
+    }
+
+    /// A storage unit's readings downsampled into epoch-aligned buckets of `bucket_secs`.
+    pub async fn query_readings(
+        &self,
+        caller: &Caller,
+        storage_unit_id: &str,
+        start: Option<DateTime<Utc>>,
+        end: Option<DateTime<Utc>>,
+        bucket_secs: i64,
+        bucket_nanos: i32,
+    ) -> Result<Vec<ReadingBucket>> {
+        caller.require(Action::ReadFacilities)?;
+        let unit = validate::id("storage_unit_id", storage_unit_id)?;
+        let range = TimeRange::parse(start, end, now())?;
+        let bucketing = Bucketing::parse(bucket_secs, bucket_nanos, range)?;
+        self.visible_unit(caller, &unit).await?;
+        self.store.bucket_readings(&unit, &bucketing).await
+    }
+
+    /// The latest reading of every monitored storage unit (one with a probe of an active device)
+    /// under `ancestor_id`, or the caller's whole scope, by unit id.
+    pub async fn latest_readings(
+        &self,
+        caller: &Caller,
+        ancestor_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<Page<LatestReading>> {
+        caller.require(Action::ReadFacilities)?;
+        let ancestor_id = validate::optional_id("ancestor_id", ancestor_id)?;
+        let page = PageRequest::parse(page_size, page_token, &ancestor_id)?;
+        let path = match &ancestor_id {
+            Some(a) => self.visible_facility(caller, a, reason::NOT_FOUND).await?.path,
+            None => caller.scope_path.clone(),
+        };
+        let rows = self.store.latest_readings(&path, page.after.as_deref(), page.fetch_limit()).await?;
+        let t = now();
+        let items = rows
+            .into_iter()
+            .map(|(storage_unit_id, facility_id, latest)| {
+                let stale =
+                    tm::is_stale(latest.as_ref().map(|(r, _)| r.reading.time), latest.as_ref().map_or(0, |l| l.1), t);
+                LatestReading { storage_unit_id, facility_id, reading: latest.map(|(r, _)| r), stale }
+            })
+            .collect();
+        Ok(page.finish(items, |l| &l.storage_unit_id))
     }
 
     /// Ingests one batch published on a device's readings topic. The device comes from the topic

@@ -10,6 +10,9 @@ pub const DEFAULT_PAGE_SIZE: usize = 100;
 /// The largest page size.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
+/// The longest key a page token may carry.
+const MAX_KEY_LEN: usize = 128;
+
 /// A validated page request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PageRequest {
@@ -46,7 +49,8 @@ impl PageRequest {
                 .map_err(|_| Error::InvalidPageToken)?;
             let raw = String::from_utf8(raw).map_err(|_| Error::InvalidPageToken)?;
             let (fp, last) = raw.split_once('|').ok_or(Error::InvalidPageToken)?;
-            if fp != fingerprint || last.is_empty() || last.len() > 64 {
+            // Room for composite keys (two ids, or a reading's time, seq and device id).
+            if fp != fingerprint || last.is_empty() || last.len() > MAX_KEY_LEN {
                 return Err(Error::InvalidPageToken);
             }
             Some(last.to_owned())
@@ -60,7 +64,13 @@ impl PageRequest {
     }
 
     /// Builds the page from `size + 1` fetched rows ordered by id.
-    pub fn finish<T>(&self, mut rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> Page<T> {
+    pub fn finish<T>(&self, rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> Page<T> {
+        self.finish_keyed(rows, |r| id_of(r).to_owned())
+    }
+
+    /// Builds the page from `size + 1` fetched rows in key order; `key_of` renders the key the
+    /// next page resumes after (computed for the last row only).
+    pub fn finish_keyed<T>(&self, mut rows: Vec<T>, key_of: impl Fn(&T) -> String) -> Page<T> {
         let next_page_token = if rows.len() > self.size {
             rows.truncate(self.size);
             rows.last()
@@ -68,7 +78,7 @@ impl PageRequest {
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
                         "{}|{}",
                         self.fingerprint,
-                        id_of(last)
+                        key_of(last)
                     ))
                 })
                 .unwrap_or_default()
@@ -99,5 +109,15 @@ mod tests {
         assert_eq!(next.after.as_deref(), Some("x"));
         assert_eq!(PageRequest::parse(1, &page.next_page_token, &("b",)), Err(Error::InvalidPageToken));
         assert_eq!(PageRequest::parse(1, "!!!", &("a",)), Err(Error::InvalidPageToken));
+    }
+
+    #[test]
+    fn composite_keys_fit() {
+        // Two UUIDs joined by '|' (ListBalances' key) must survive the round trip.
+        let key = format!("{0}|{0}", "0190f3e2-7c1a-7abc-8def-0123456789ab");
+        let p = PageRequest::parse(1, "", &()).expect("valid");
+        let page = p.finish_keyed(vec![1, 2], |_| key.clone());
+        let next = PageRequest::parse(1, &page.next_page_token, &()).expect("same filters");
+        assert_eq!(next.after, Some(key));
     }
 }

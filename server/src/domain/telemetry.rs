@@ -72,6 +72,8 @@ pub struct DeviceInput {
     pub expected_interval_secs: i64,
     /// Unsigned allowed.
     pub unsigned_allowed: bool,
+    /// Active (updates only: a registration is always active).
+    pub active: bool,
 }
 
 /// A validated registration.
@@ -96,40 +98,152 @@ pub struct NewDevice {
 impl NewDevice {
     /// Validates a registration; errors name the field.
     pub fn parse(d: DeviceInput) -> Result<Self> {
-        if d.probes.is_empty() || d.probes.len() > 16 {
-            return Err(Error::invalid("device.probes", "a device has 1..16 probes"));
-        }
-        let mut probes: Vec<Probe> = Vec::with_capacity(d.probes.len());
-        for (i, (index, unit, label)) in d.probes.into_iter().enumerate() {
-            if index > 15 {
-                return Err(Error::invalid(format!("device.probes[{i}].index"), "must be within 0..15"));
-            }
-            if probes.iter().any(|p| p.index == index) {
-                return Err(Error::invalid_because(
-                    format!("device.probes[{i}].index"),
-                    "DUPLICATE_PROBE",
-                    "each probe index once",
-                ));
-            }
-            probes.push(Probe {
-                index,
-                storage_unit_id: validate::id(&format!("device.probes[{i}].storage_unit_id"), &unit)?,
-                label: validate::optional_text(&format!("device.probes[{i}].label"), &label, 100)?,
-            });
-        }
-        if !(60..=86_400).contains(&d.expected_interval_secs) {
-            return Err(Error::invalid("device.expected_interval", "must be within 1 minute..24 hours"));
-        }
+        let probes = parse_probes(d.probes)?;
         Ok(NewDevice {
+            expected_interval_secs: interval(d.expected_interval_secs)?,
             serial: validate::text("device.serial", &d.serial, 64)?,
             name: validate::optional_text("device.name", &d.name, 200)?,
             model: validate::optional_text("device.model", &d.model, 200)?,
             facility_id: validate::id("device.facility_id", &d.facility_id)?,
             probes,
-            expected_interval_secs: d.expected_interval_secs,
             unsigned_allowed: d.unsigned_allowed,
         })
     }
+}
+
+/// Validates a device's probes: 1..16, indexes 0..15 each used once.
+fn parse_probes(input: Vec<(u32, String, String)>) -> Result<Vec<Probe>> {
+    if input.is_empty() || input.len() > 16 {
+        return Err(Error::invalid("device.probes", "a device has 1..16 probes"));
+    }
+    let mut probes: Vec<Probe> = Vec::with_capacity(input.len());
+    for (i, (index, unit, label)) in input.into_iter().enumerate() {
+        if index > 15 {
+            return Err(Error::invalid(format!("device.probes[{i}].index"), "must be within 0..15"));
+        }
+        if probes.iter().any(|p| p.index == index) {
+            return Err(Error::invalid_because(
+                format!("device.probes[{i}].index"),
+                "DUPLICATE_PROBE",
+                "each probe index once",
+            ));
+        }
+        probes.push(Probe {
+            index,
+            storage_unit_id: validate::id(&format!("device.probes[{i}].storage_unit_id"), &unit)?,
+            label: validate::optional_text(&format!("device.probes[{i}].label"), &label, 100)?,
+        });
+    }
+    Ok(probes)
+}
+
+fn interval(secs: i64) -> Result<i64> {
+    if (60..=86_400).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(Error::invalid("device.expected_interval", "must be within 1 minute..24 hours"))
+    }
+}
+
+/// A validated change to a device; `None` fields stay as they are. The serial is not here: it
+/// identifies the hardware and never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New model.
+    pub model: Option<String>,
+    /// New facility (the probes must then be at it).
+    pub facility_id: Option<String>,
+    /// New probes, replacing all of them.
+    pub probes: Option<Vec<Probe>>,
+    /// New interval, seconds.
+    pub expected_interval_secs: Option<i64>,
+    /// New unsigned_allowed.
+    pub unsigned_allowed: Option<bool>,
+    /// New active flag.
+    pub active: Option<bool>,
+}
+
+impl DevicePatch {
+    /// Validates the fields named in `mask` (empty = all mutable fields) as a registration would.
+    pub fn parse(d: DeviceInput, mask: &[String]) -> Result<Self> {
+        const FIELDS: [&str; 7] =
+            ["name", "model", "facility_id", "probes", "expected_interval", "unsigned_allowed", "active"];
+        let mask = super::facility::field_mask("update_mask", mask, &FIELDS)?;
+        let has = |f: &str| mask.iter().any(|m| m == f);
+        Ok(DevicePatch {
+            name: if has("name") { Some(validate::optional_text("device.name", &d.name, 200)?) } else { None },
+            model: if has("model") { Some(validate::optional_text("device.model", &d.model, 200)?) } else { None },
+            facility_id: if has("facility_id") {
+                Some(validate::id("device.facility_id", &d.facility_id)?)
+            } else {
+                None
+            },
+            probes: if has("probes") { Some(parse_probes(d.probes)?) } else { None },
+            expected_interval_secs: if has("expected_interval") {
+                Some(interval(d.expected_interval_secs)?)
+            } else {
+                None
+            },
+            unsigned_allowed: has("unsigned_allowed").then_some(d.unsigned_allowed),
+            active: has("active").then_some(d.active),
+        })
+    }
+
+    /// True when the probes' placement must be checked again (they or the facility change).
+    pub fn moves_probes(&self) -> bool {
+        self.facility_id.is_some() || self.probes.is_some()
+    }
+
+    /// Applies the patch.
+    pub fn apply(&self, d: &mut Device) {
+        if let Some(v) = &self.name {
+            d.name.clone_from(v);
+        }
+        if let Some(v) = &self.model {
+            d.model.clone_from(v);
+        }
+        if let Some(v) = &self.facility_id {
+            d.facility_id.clone_from(v);
+        }
+        if let Some(v) = &self.probes {
+            d.probes.clone_from(v);
+        }
+        if let Some(v) = self.expected_interval_secs {
+            d.expected_interval_secs = v;
+        }
+        if let Some(v) = self.unsigned_allowed {
+            d.unsigned_allowed = v;
+        }
+        if let Some(v) = self.active {
+            d.active = v;
+        }
+    }
+}
+
+/// The probe indexes whose alarm history no longer applies after a re-binding: moved to another
+/// storage unit, or removed. Their rules' state must start afresh, or a run begun in one unit
+/// would be continued (and alerted on) in another.
+pub fn rebound_probes(before: &[Probe], after: &[Probe]) -> Vec<u32> {
+    before
+        .iter()
+        .filter(|b| !after.iter().any(|a| a.index == b.index && a.storage_unit_id == b.storage_unit_id))
+        .map(|b| b.index)
+        .collect()
+}
+
+/// Filters of a device listing; the caller's scope is applied on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    /// Only devices at this facility.
+    pub facility_id: Option<String>,
+    /// Only devices at facilities under this path (inclusive).
+    pub ancestor_path: Option<String>,
+    /// Only devices with a probe in this storage unit.
+    pub storage_unit_id: Option<String>,
+    /// Include decommissioned devices.
+    pub include_inactive: bool,
 }
 
 /// A reading as received, before validation.
@@ -291,4 +405,254 @@ pub struct StoredReading {
     pub sensor_fault: bool,
     /// Its batch carried a valid signature.
     pub verified: bool,
+}
+
+/// A stored reading as served: who sent it and when it arrived.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedReading {
+    /// The device that sent it.
+    pub device_id: String,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+    /// The reading, with the storage unit its probe was in on arrival.
+    pub reading: StoredReading,
+}
+
+/// Whose readings to list: exactly one device or one storage unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadingSource {
+    /// Every reading of a device, whatever unit its probes were in.
+    Device(String),
+    /// Every reading taken in a storage unit, by any device.
+    StorageUnit(String),
+}
+
+impl ReadingSource {
+    /// Validates the pair of request fields, of which exactly one must be set.
+    pub fn parse(device_id: &str, storage_unit_id: &str) -> Result<Self> {
+        match (device_id.is_empty(), storage_unit_id.is_empty()) {
+            (false, true) => Ok(ReadingSource::Device(validate::id("device_id", device_id)?)),
+            (true, false) => Ok(ReadingSource::StorageUnit(validate::id("storage_unit_id", storage_unit_id)?)),
+            (true, true) => Err(Error::invalid("device_id", "one of device_id and storage_unit_id is required")),
+            (false, false) => {
+                Err(Error::invalid("storage_unit_id", "give either device_id or storage_unit_id, not both"))
+            }
+        }
+    }
+}
+
+/// A validated half-open time range `[start, end)` of reading times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive.
+    pub start: DateTime<Utc>,
+    /// Exclusive.
+    pub end: DateTime<Utc>,
+}
+
+impl TimeRange {
+    /// `start` is required; a missing `end` means `now`.
+    pub fn parse(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<Self> {
+        let start = start.ok_or_else(|| Error::invalid("start_time", "is required"))?;
+        let end = end.unwrap_or(now);
+        if end < start {
+            return Err(Error::invalid("end_time", "must not be before start_time"));
+        }
+        // No stored reading lies outside [2000, now + 5 min]; clamping keeps every bound inside
+        // what both engines can compare (PostgreSQL refuses timestamps before 4713 BC).
+        let lo = DateTime::from_timestamp(MIN_TIME_SECS, 0).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let hi = DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC); // 9999-12-31
+        Ok(TimeRange { start: start.clamp(lo, hi), end: end.clamp(lo, hi) })
+    }
+}
+
+/// Where a page of readings ended, in their order (reading time, device id, seq). The time
+/// travels in nanoseconds so the next page resumes exactly after the stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadingCursor {
+    /// Reading time of the last row.
+    pub time: DateTime<Utc>,
+    /// Its device.
+    pub device_id: String,
+    /// Its seq.
+    pub seq: i64,
+}
+
+impl ReadingCursor {
+    /// The cursor just after a reading.
+    pub fn after(r: &RecordedReading) -> Self {
+        ReadingCursor { time: r.reading.time, device_id: r.device_id.clone(), seq: r.reading.seq }
+    }
+
+    /// The text kept in a page token.
+    pub fn encode(&self) -> String {
+        // Reading times lie between 2000 and a few minutes from now, well inside i64 nanoseconds.
+        let nanos = self.time.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        format!("{nanos}.{}.{}", self.seq, self.device_id)
+    }
+
+    /// Reads a page token's text back; anything else is an invalid token.
+    pub fn parse(s: &str) -> Result<Self> {
+        let mut parts = s.splitn(3, '.');
+        let (Some(nanos), Some(seq), Some(device_id)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(Error::InvalidPageToken);
+        };
+        let nanos: i64 = nanos.parse().map_err(|_| Error::InvalidPageToken)?;
+        let seq: i64 = seq.parse().map_err(|_| Error::InvalidPageToken)?;
+        let device_id = validate::id("page_token", device_id).map_err(|_| Error::InvalidPageToken)?;
+        Ok(ReadingCursor { time: DateTime::from_timestamp_nanos(nanos), device_id, seq })
+    }
+}
+
+/// The most buckets one QueryReadings answer may span.
+pub const MAX_BUCKETS: i64 = 10_000;
+/// The reason for a range and width that would need more buckets than that.
+pub const TOO_MANY_BUCKETS: &str = "TOO_MANY_BUCKETS";
+
+/// A validated downsampling: bucket width and the range it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucketing {
+    /// Bucket width in seconds (whole minutes); buckets start at multiples of it since the epoch.
+    pub width_secs: i64,
+    /// The readings' range.
+    pub range: TimeRange,
+}
+
+impl Bucketing {
+    /// Checks the width (a whole number of minutes, 1 min..31 days) and that the aligned buckets
+    /// covering the range are at most [`MAX_BUCKETS`].
+    pub fn parse(width_secs: i64, width_nanos: i32, range: TimeRange) -> Result<Self> {
+        if width_nanos != 0 || width_secs % 60 != 0 || !(60..=31 * 86_400).contains(&width_secs) {
+            return Err(Error::invalid("bucket", "must be a whole number of minutes within 1 minute..31 days"));
+        }
+        let first = range.start.timestamp().div_euclid(width_secs);
+        // The bucket holding the last instant before `end`; an empty range needs none.
+        let last_instant = range.end - chrono::Duration::nanoseconds(1);
+        let buckets =
+            if range.end > range.start { last_instant.timestamp().div_euclid(width_secs) - first + 1 } else { 0 };
+        if buckets > MAX_BUCKETS {
+            return Err(Error::invalid_because(
+                "bucket",
+                TOO_MANY_BUCKETS,
+                format!("the range needs {buckets} buckets of {width_secs} s; at most {MAX_BUCKETS}"),
+            ));
+        }
+        Ok(Bucketing { width_secs, range })
+    }
+}
+
+/// The readings of one time bucket (sensor faults excluded).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingBucket {
+    /// Start of the bucket.
+    pub start: DateTime<Utc>,
+    /// Lowest °C.
+    pub min_temp_c: f64,
+    /// Mean °C.
+    pub mean_temp_c: f64,
+    /// Highest °C.
+    pub max_temp_c: f64,
+    /// Number of readings.
+    pub count: i64,
+}
+
+/// The latest reading of one monitored storage unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatestReading {
+    /// The unit.
+    pub storage_unit_id: String,
+    /// Its facility.
+    pub facility_id: String,
+    /// Its most recent reading by reading time, if it ever had one.
+    pub reading: Option<RecordedReading>,
+    /// No reading within 3 × the interval of the device that sent the latest one.
+    pub stale: bool,
+}
+
+/// True when a unit has had no reading for longer than the no-data limit (3 × the device's
+/// interval, as the NO_DATA rule counts it); a unit that never had one is stale.
+pub fn is_stale(latest: Option<DateTime<Utc>>, interval_secs: i64, now: DateTime<Utc>) -> bool {
+    match latest {
+        None => true,
+        Some(t) => chrono::TimeDelta::try_seconds(interval_secs.saturating_mul(3)).is_some_and(|limit| now - t > limit),
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn buckets_are_counted_on_epoch_aligned_boundaries() {
+        let r = |a, b| TimeRange { start: at(a), end: at(b) };
+        assert_eq!(Bucketing::parse(60, 0, r(0, 60 * 10_000)).map(|b| b.width_secs), Ok(60));
+        // One second later the range touches a 10 001st aligned bucket.
+        assert!(matches!(
+            Bucketing::parse(60, 0, r(1, 60 * 10_000 + 1)),
+            Err(Error::InvalidArgument { reason: TOO_MANY_BUCKETS, .. })
+        ));
+        assert!(Bucketing::parse(60, 0, r(5, 5)).is_ok());
+        assert!(Bucketing::parse(90, 0, r(0, 60)).is_err(), "not whole minutes");
+        assert!(Bucketing::parse(60, 1, r(0, 60)).is_err());
+        assert!(Bucketing::parse(32 * 86_400, 0, r(0, 60)).is_err());
+        assert!(Bucketing::parse(0, 0, r(0, 60)).is_err());
+    }
+
+    #[test]
+    fn cursor_round_trips_and_rejects_junk() {
+        let c = ReadingCursor {
+            time: DateTime::from_timestamp(1_790_000_000, 123_456_789).unwrap_or_default(),
+            device_id: "0190f3e2-7c1a-7abc-8def-0123456789ab".into(),
+            seq: 42,
+        };
+        assert_eq!(ReadingCursor::parse(&c.encode()), Ok(c));
+        assert_eq!(ReadingCursor::parse("1.2"), Err(Error::InvalidPageToken));
+        assert_eq!(ReadingCursor::parse("x.2.0190f3e2-7c1a-7abc-8def-0123456789ab"), Err(Error::InvalidPageToken));
+        assert_eq!(ReadingCursor::parse("1.2.not-an-id"), Err(Error::InvalidPageToken));
+    }
+
+    #[test]
+    fn sources_and_ranges_are_validated() {
+        let id = "0190f3e2-7c1a-7abc-8def-0123456789ab";
+        assert!(ReadingSource::parse("", "").is_err());
+        assert!(ReadingSource::parse(id, id).is_err());
+        assert_eq!(ReadingSource::parse(id, ""), Ok(ReadingSource::Device(id.into())));
+        assert!(TimeRange::parse(None, None, at(10)).is_err());
+        assert!(TimeRange::parse(Some(at(10)), Some(at(9)), at(10)).is_err());
+        let (y2000, later) = (at(MIN_TIME_SECS), at(MIN_TIME_SECS + 10));
+        assert_eq!(TimeRange::parse(Some(y2000), None, later), Ok(TimeRange { start: y2000, end: later }));
+        assert_eq!(TimeRange::parse(Some(at(1)), None, later).map(|r| r.start), Ok(y2000), "clamped to 2000");
+    }
+
+    #[test]
+    fn staleness_uses_three_intervals() {
+        assert!(is_stale(None, 60, at(1000)));
+        assert!(!is_stale(Some(at(820)), 60, at(1000)));
+        assert!(is_stale(Some(at(819)), 60, at(1000)));
+    }
+
+    #[test]
+    fn rebinding_resets_only_moved_or_removed_probes() {
+        let p = |i, u: &str| Probe { index: i, storage_unit_id: u.into(), label: String::new() };
+        let before = [p(0, "a"), p(1, "a"), p(2, "b")];
+        let after = [p(0, "a"), p(1, "b"), p(3, "b")];
+        assert_eq!(rebound_probes(&before, &after), vec![1, 2]);
+    }
+
+    #[test]
+    fn patches_follow_the_mask() {
+        let input = DeviceInput { name: "new".into(), model: "m".into(), ..Default::default() };
+        let p = DevicePatch::parse(input.clone(), &["name".into()]);
+        assert_eq!(p, Ok(DevicePatch { name: Some("new".into()), ..Default::default() }));
+        assert!(matches!(
+            DevicePatch::parse(input.clone(), &["serial".into()]),
+            Err(Error::InvalidArgument { field, message, .. }) if field == "update_mask" && message.contains("serial")
+        ));
+        // An empty mask replaces every mutable field, so every one is validated.
+        assert!(DevicePatch::parse(input, &[]).is_err());
+    }
 }

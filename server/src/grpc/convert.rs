@@ -7,7 +7,9 @@ use vaxtrace_proto::v1 as pb;
 use crate::app::IssuedToken;
 use crate::domain::catalog::{LotInput, ProductInput};
 use crate::domain::facility::{FacilityInput, StorageUnitInput};
+use crate::domain::telemetry::{Device, DeviceInput, LatestReading, ReadingBucket, RecordedReading};
 use crate::domain::{Facility, Lot, Product, StorageUnit, Token};
+use crate::error::Error;
 
 /// A request's optional timestamp; out of range names `field`.
 pub fn time_opt(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, crate::error::Error> {
@@ -177,5 +179,104 @@ impl From<Token> for pb::Token {
 impl From<IssuedToken> for pb::CreateTokenResponse {
     fn from(t: IssuedToken) -> Self {
         pb::CreateTokenResponse { token: Some(t.token.into()), secret: t.secret }
+    }
+}
+
+/// An optional wire instant; an out-of-range one is an invalid `field`.
+pub fn instant(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Error> {
+    match t {
+        None => Ok(None),
+        Some(t) => u32::try_from(t.nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(t.seconds, n))
+            .map(Some)
+            .ok_or_else(|| Error::invalid(field, "is out of range")),
+    }
+}
+
+impl From<Device> for pb::Device {
+    fn from(d: Device) -> Self {
+        pb::Device {
+            id: d.id,
+            serial: d.serial,
+            name: d.name,
+            model: d.model,
+            facility_id: d.facility_id,
+            probes: d
+                .probes
+                .into_iter()
+                .map(|p| pb::Probe { index: p.index, storage_unit_id: p.storage_unit_id, label: p.label })
+                .collect(),
+            expected_interval: Some(prost_types::Duration { seconds: d.expected_interval_secs, nanos: 0 }),
+            unsigned_allowed: d.unsigned_allowed,
+            key_version: u32::try_from(d.key_version).unwrap_or(0),
+            key_rotate_time: Some(timestamp(d.key_rotated_at)),
+            last_seen_time: d.last_seen_at.map(timestamp),
+            last_seq: u64::try_from(d.last_seq).unwrap_or(0),
+            online: d.online,
+            active: d.active,
+            create_time: Some(timestamp(d.created_at)),
+            update_time: Some(timestamp(d.updated_at)),
+        }
+    }
+}
+
+/// The writable fields of a wire device.
+pub fn device_input(d: pb::Device) -> DeviceInput {
+    DeviceInput {
+        serial: d.serial,
+        name: d.name,
+        model: d.model,
+        facility_id: d.facility_id,
+        probes: d.probes.into_iter().map(|p| (p.index, p.storage_unit_id, p.label)).collect(),
+        expected_interval_secs: d.expected_interval.map_or(0, |i| i.seconds),
+        unsigned_allowed: d.unsigned_allowed,
+        active: d.active,
+    }
+}
+
+impl From<RecordedReading> for pb::RecordedReading {
+    fn from(r: RecordedReading) -> Self {
+        let s = r.reading;
+        pb::RecordedReading {
+            device_id: r.device_id,
+            storage_unit_id: s.storage_unit_id,
+            reading: Some(pb::Reading {
+                seq: u64::try_from(s.seq).unwrap_or(0),
+                time: Some(timestamp(s.time)),
+                probe: s.probe,
+                // A fault stores no temperature; the wire says so with sensor_fault.
+                temp_c: s.temp_c.unwrap_or(0.0),
+                power_on: s.power_on,
+                battery_pct: s.battery_pct,
+                door_open: s.door_open,
+                sensor_fault: s.sensor_fault.then_some(true),
+            }),
+            receive_time: Some(timestamp(r.received_at)),
+            verified: s.verified,
+        }
+    }
+}
+
+impl From<ReadingBucket> for pb::ReadingBucket {
+    fn from(b: ReadingBucket) -> Self {
+        pb::ReadingBucket {
+            start_time: Some(timestamp(b.start)),
+            min_temp_c: b.min_temp_c,
+            mean_temp_c: b.mean_temp_c,
+            max_temp_c: b.max_temp_c,
+            count: b.count,
+        }
+    }
+}
+
+impl From<LatestReading> for pb::LatestReading {
+    fn from(l: LatestReading) -> Self {
+        pb::LatestReading {
+            storage_unit_id: l.storage_unit_id,
+            facility_id: l.facility_id,
+            reading: l.reading.map(Into::into),
+            stale: l.stale,
+        }
     }
 }

@@ -339,13 +339,47 @@ pub trait TelemetryStore: Send + Sync {
     ) -> Result<crate::domain::telemetry::Device>;
     /// A device with its HMAC key and its facility's path.
     async fn get_device(&self, id: &str) -> Result<Option<(crate::domain::telemetry::Device, Vec<u8>, String)>>;
-    /// Devices at facilities under `scope_path`.
+    /// Devices at facilities under `scope_path` matching the filter, by id.
     async fn list_devices(
         &self,
         scope_path: &str,
-        facility_id: Option<&str>,
+        filter: &crate::domain::telemetry::DeviceFilter,
         page: &PageRequest,
     ) -> Result<Page<crate::domain::telemetry::Device>>;
+    /// Applies a patch under the device's row lock, re-checking that every probe's unit is at the
+    /// final facility, and starts the alarm state of re-bound probes afresh; `None` when the
+    /// device does not exist.
+    async fn update_device(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        patch: &crate::domain::telemetry::DevicePatch,
+    ) -> Result<Option<crate::domain::telemetry::Device>>;
+    /// Up to `limit` readings of a device or unit in a range, taken in storage units at
+    /// facilities under `scope_path`, ordered by (time, device id, seq) and after `after`.
+    async fn list_readings(
+        &self,
+        scope_path: &str,
+        source: &crate::domain::telemetry::ReadingSource,
+        range: &crate::domain::telemetry::TimeRange,
+        after: Option<&crate::domain::telemetry::ReadingCursor>,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::telemetry::RecordedReading>>;
+    /// A unit's readings (sensor faults excluded) aggregated per epoch-aligned bucket, in time
+    /// order, empty buckets omitted.
+    async fn bucket_readings(
+        &self,
+        storage_unit_id: &str,
+        b: &crate::domain::telemetry::Bucketing,
+    ) -> Result<Vec<crate::domain::telemetry::ReadingBucket>>;
+    /// Storage units at facilities under `path` with a probe of an active device, by id after
+    /// `after`, each with its latest reading and the expected interval of the device that sent it.
+    async fn latest_readings(
+        &self,
+        path: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<(String, String, Option<(crate::domain::telemetry::RecordedReading, i64)>)>>;
     /// Stores a batch in one transaction (a repeated seq is ignored), records rejected seqs, and
     /// returns the new ack (the highest seq up to which every reading is committed) with the seqs
     /// that were new.
@@ -374,11 +408,13 @@ pub trait TelemetryStore: Send + Sync {
         state: &[u8],
         evaluated_to: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<()>;
-    /// A probe's readings after an instant (all when `None`), in reading-time order.
+    /// A probe's readings taken in one storage unit after an instant (all when `None`), in
+    /// reading-time order.
     async fn probe_readings(
         &self,
         device_id: &str,
         probe: u32,
+        storage_unit_id: &str,
         after: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<crate::domain::telemetry::StoredReading>>;
     /// (count, lowest seq, highest seq) of a device's stored readings.

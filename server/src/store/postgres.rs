@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_telemetry.sql")),
     (5, include_str!("../../migrations/postgres/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/postgres/0006_exposures.sql")),
+    (7, include_str!("../../migrations/postgres/0007_readings_queries.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
@@ -27,6 +28,12 @@ impl PgStore {
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(7261)";
     const LOCK: &str = " FOR UPDATE";
+    /// Whole epoch seconds of `r.time`. date_part is double precision (exact to the microsecond
+    /// for these dates) and about twice as fast as EXTRACT, which is numeric since PostgreSQL 14.
+    const EPOCH_SECS: &str = "CAST(floor(date_part('epoch', r.time)) AS BIGINT)";
+    /// Joins each unit `u` to its latest reading `r`: one backward step on readings_unit_time per unit.
+    const LATEST_READING_JOIN: &str = "LEFT JOIN LATERAL (SELECT * FROM readings r2 WHERE r2.storage_unit_id = u.id \
+         ORDER BY r2.time DESC, r2.device_id DESC, r2.seq DESC LIMIT 1) r ON TRUE";
 
     /// Connects to `url` (which may set `options=-c search_path=…`) and migrates.
     pub async fn connect(url: &str) -> crate::error::Result<Self> {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_telemetry.sql")),
     (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/sqlite/0006_exposures.sql")),
+    (7, include_str!("../../migrations/sqlite/0007_readings_queries.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -27,6 +28,12 @@ impl SqliteStore {
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT 1";
     const LOCK: &str = "";
+    /// Whole epoch seconds of `r.time`, stored as RFC 3339 text.
+    const EPOCH_SECS: &str = "CAST(strftime('%s', r.time) AS INTEGER)";
+    /// Joins each unit `u` to its latest reading `r`: SQLite has no LATERAL, so a correlated
+    /// subquery walks readings_unit_time backwards and stops at the first row.
+    const LATEST_READING_JOIN: &str = "LEFT JOIN readings r ON r.rowid = (SELECT r2.rowid FROM readings r2 \
+         WHERE r2.storage_unit_id = u.id ORDER BY r2.time DESC, r2.device_id DESC, r2.seq DESC LIMIT 1)";
 
     /// Opens (creating if needed) and migrates the database at `url`.
     pub async fn connect(url: &str) -> crate::error::Result<Self> {

@@ -4,10 +4,39 @@ pub(crate) const DEVICE_COLS: &str = "d.id, d.serial, d.name, d.model, d.facilit
      d.unsigned_allowed, d.key_version, d.key_rotated_at, d.last_seen_at, d.last_seq, d.online, d.active, \
      d.created_at, d.updated_at";
 
+/// The columns of a served reading, from `readings r`.
+pub(crate) const READING_COLS: &str = "r.device_id, r.seq, r.probe, r.storage_unit_id, r.time, r.temp_c, r.power_on, \
+     r.battery_pct, r.door_open, r.sensor_fault, r.received_at, r.verified";
+
 macro_rules! sql_telemetry_store {
     ($Store:ty, $Db:ty, $Row:ty) => {
         use $crate::domain::telemetry::{self as tm, Device};
-        use $crate::store::telemetry_sql::DEVICE_COLS;
+        use $crate::store::telemetry_sql::{DEVICE_COLS, READING_COLS};
+
+        fn stored_reading(r: &$Row) -> Result<tm::StoredReading> {
+            let probe: i32 = r.try_get("probe")?;
+            let battery: Option<i32> = r.try_get("battery_pct")?;
+            Ok(tm::StoredReading {
+                seq: r.try_get("seq")?,
+                probe: u32::try_from(probe).unwrap_or(0),
+                storage_unit_id: r.try_get("storage_unit_id")?,
+                time: r.try_get("time")?,
+                temp_c: r.try_get("temp_c")?,
+                power_on: r.try_get("power_on")?,
+                battery_pct: battery.and_then(|b| u32::try_from(b).ok()),
+                door_open: r.try_get("door_open")?,
+                sensor_fault: r.try_get("sensor_fault")?,
+                verified: r.try_get("verified")?,
+            })
+        }
+
+        fn recorded_reading(r: &$Row) -> Result<tm::RecordedReading> {
+            Ok(tm::RecordedReading {
+                device_id: r.try_get("device_id")?,
+                received_at: r.try_get("received_at")?,
+                reading: stored_reading(r)?,
+            })
+        }
 
         fn device_row(r: &$Row, probes: Vec<tm::Probe>) -> Result<Device> {
             Ok(Device {
@@ -99,32 +128,40 @@ macro_rules! sql_telemetry_store {
                 Ok(Some((device_row(&r, probes)?, r.try_get("hmac_key")?, r.try_get("path")?)))
             }
 
-            async fn list_devices(&self, scope_path: &str, facility_id: Option<&str>, page: &PageRequest) -> Result<Page<Device>> {
+            async fn list_devices(&self, scope_path: &str, filter: &tm::DeviceFilter, page: &PageRequest) -> Result<Page<Device>> {
                 let sql = format!(
                     "SELECT {DEVICE_COLS} FROM devices d JOIN facilities f ON f.id = d.facility_id WHERE f.path >= $1 AND f.path < $2 \
-                     AND ($3 IS NULL OR d.facility_id = $3) AND ($4 IS NULL OR d.id > $4) ORDER BY d.id LIMIT $5"
+                     AND ($3 IS NULL OR d.facility_id = $3) AND ($4 IS NULL OR (f.path >= $4 AND f.path < $5)) \
+                     AND ($6 IS NULL OR EXISTS (SELECT 1 FROM device_probes p WHERE p.device_id = d.id AND p.storage_unit_id = $6)) \
+                     AND ($7 OR d.active) AND ($8 IS NULL OR d.id > $8) ORDER BY d.id LIMIT $9"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(scope_path)
                     .bind($crate::store::path_upper(scope_path))
-                    .bind(facility_id)
+                    .bind(&filter.facility_id)
+                    .bind(&filter.ancestor_path)
+                    .bind(filter.ancestor_path.as_deref().map($crate::store::path_upper))
+                    .bind(&filter.storage_unit_id)
+                    .bind(filter.include_inactive)
                     .bind(&page.after)
                     .bind(page.fetch_limit())
                     .fetch_all(&self.pool)
                     .await?;
-                // One query for the probes of the whole page (ids are ordered), not one per device.
                 let ids = rows.iter().map(|r| r.try_get::<String, _>("id")).collect::<std::result::Result<Vec<_>, _>>()?;
+                // One query for the probes of the whole page, not one per device; by id list, since
+                // a filtered page's ids may be far apart.
                 let mut probes: std::collections::HashMap<String, Vec<tm::Probe>> = std::collections::HashMap::new();
-                if let (Some(first), Some(last)) = (ids.first(), ids.last()) {
-                    let prows = sqlx::query(
+                if !ids.is_empty() {
+                    let marks = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                    let sql = format!(
                         "SELECT device_id, probe, storage_unit_id, label FROM device_probes \
-                         WHERE device_id >= $1 AND device_id <= $2 ORDER BY device_id, probe",
-                    )
-                    .bind(first)
-                    .bind(last)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    for r in &prows {
+                         WHERE device_id IN ({marks}) ORDER BY device_id, probe"
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                    for id in &ids {
+                        q = q.bind(id);
+                    }
+                    for r in &q.fetch_all(&self.pool).await? {
                         let probe: i32 = r.try_get("probe")?;
                         probes.entry(r.try_get("device_id")?).or_default().push(tm::Probe {
                             index: u32::try_from(probe).unwrap_or(0),
@@ -138,6 +175,181 @@ macro_rules! sql_telemetry_store {
                     items.push(device_row(r, probes.remove(id).unwrap_or_default())?);
                 }
                 Ok(page.finish(items, |d| &d.id))
+            }
+
+            async fn update_device(&self, idem: Option<&d::Idempotency>, id: &str, patch: &tm::DevicePatch) -> Result<Option<Device>> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(Some(v));
+                }
+                let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let before = probes_of(&mut *tx, id).await?;
+                let mut dev = device_row(&row, before.clone())?;
+                patch.apply(&mut dev);
+                dev.updated_at = d::now();
+                // The caller checked the placement before; under the lock it cannot have moved since.
+                if patch.moves_probes() {
+                    for (i, p) in dev.probes.iter().enumerate() {
+                        let at: Option<String> = sqlx::query_scalar("SELECT facility_id FROM storage_units WHERE id = $1")
+                            .bind(&p.storage_unit_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if at.as_deref() != Some(dev.facility_id.as_str()) {
+                            return Err(Error::precondition(
+                                "STORAGE_UNIT_OTHER_FACILITY",
+                                format!("probes[{i}]: the storage unit is not at the device's facility"),
+                            ));
+                        }
+                    }
+                }
+                sqlx::query(
+                    "UPDATE devices SET name = $1, model = $2, facility_id = $3, expected_interval_secs = $4, \
+                     unsigned_allowed = $5, active = $6, updated_at = $7 WHERE id = $8",
+                )
+                .bind(&dev.name)
+                .bind(&dev.model)
+                .bind(&dev.facility_id)
+                .bind(dev.expected_interval_secs)
+                .bind(dev.unsigned_allowed)
+                .bind(dev.active)
+                .bind(dev.updated_at)
+                .bind(&dev.id)
+                .execute(&mut *tx)
+                .await?;
+                if patch.probes.is_some() {
+                    for index in tm::rebound_probes(&before, &dev.probes) {
+                        sqlx::query("DELETE FROM probe_alarm_state WHERE device_id = $1 AND probe = $2")
+                            .bind(&dev.id)
+                            .bind(i32::try_from(index).unwrap_or(i32::MAX))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("DELETE FROM device_probes WHERE device_id = $1").bind(&dev.id).execute(&mut *tx).await?;
+                    for p in &dev.probes {
+                        sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
+                            .bind(&dev.id)
+                            .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
+                            .bind(&p.storage_unit_id)
+                            .bind(&p.label)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                idem_finish(&mut tx, idem, &dev).await?;
+                tx.commit().await?;
+                Ok(Some(dev))
+            }
+
+            async fn list_readings(
+                &self,
+                scope_path: &str,
+                source: &tm::ReadingSource,
+                range: &tm::TimeRange,
+                after: Option<&tm::ReadingCursor>,
+                limit: i64,
+            ) -> Result<Vec<tm::RecordedReading>> {
+                let (column, id) = match source {
+                    tm::ReadingSource::Device(id) => ("device_id", id),
+                    tm::ReadingSource::StorageUnit(id) => ("storage_unit_id", id),
+                };
+                // Keyset: from the cursor's time on, and at that very time only past its (device,
+                // seq). Without a cursor, '' sorts before every id, so the whole start instant counts.
+                let (from, after_device, after_seq) = match after {
+                    Some(c) if c.time >= range.start => (c.time, c.device_id.as_str(), c.seq),
+                    _ => (range.start, "", 0),
+                };
+                // The scope join matters for a device: a moved device's older readings were taken
+                // in units its new facility's officers must not see.
+                let sql = format!(
+                    "SELECT {READING_COLS} FROM readings r JOIN storage_units u ON u.id = r.storage_unit_id \
+                     JOIN facilities f ON f.id = u.facility_id \
+                     WHERE r.{column} = $1 AND r.time >= $2 AND r.time < $3 AND f.path >= $4 AND f.path < $5 \
+                     AND (r.time > $2 OR r.device_id > $6 OR (r.device_id = $6 AND r.seq > $7)) \
+                     ORDER BY r.time, r.device_id, r.seq LIMIT $8"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(from)
+                    .bind(range.end)
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(after_device)
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(recorded_reading).collect()
+            }
+
+            async fn bucket_readings(&self, storage_unit_id: &str, b: &tm::Bucketing) -> Result<Vec<tm::ReadingBucket>> {
+                // One pass over the unit's index range; the engine aggregates, so a month of
+                // one-minute readings never leaves the database row by row.
+                let sql = format!(
+                    "SELECT bucket, MIN(temp_c) AS lo, AVG(temp_c) AS mean, MAX(temp_c) AS hi, CAST(COUNT(*) AS BIGINT) AS n \
+                     FROM (SELECT {} / $4 AS bucket, r.temp_c FROM readings r WHERE r.storage_unit_id = $1 \
+                     AND r.time >= $2 AND r.time < $3 AND NOT r.sensor_fault AND r.temp_c IS NOT NULL) x \
+                     GROUP BY bucket ORDER BY bucket",
+                    <$Store>::EPOCH_SECS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(storage_unit_id)
+                    .bind(b.range.start)
+                    .bind(b.range.end)
+                    .bind(b.width_secs)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let bucket: i64 = r.try_get("bucket")?;
+                        let start = chrono::DateTime::from_timestamp(bucket.saturating_mul(b.width_secs), 0)
+                            .ok_or_else(|| Error::Internal(format!("bucket {bucket} out of range")))?;
+                        Ok(tm::ReadingBucket {
+                            start,
+                            min_temp_c: r.try_get("lo")?,
+                            mean_temp_c: r.try_get("mean")?,
+                            max_temp_c: r.try_get("hi")?,
+                            count: r.try_get("n")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn latest_readings(
+                &self,
+                path: &str,
+                after: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<(String, String, Option<(tm::RecordedReading, i64)>)>> {
+                let sql = format!(
+                    "SELECT u.id AS unit_id, u.facility_id AS unit_facility_id, {READING_COLS}, dv.expected_interval_secs \
+                     FROM storage_units u JOIN facilities f ON f.id = u.facility_id {} \
+                     LEFT JOIN devices dv ON dv.id = r.device_id \
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR u.id > $3) \
+                     AND EXISTS (SELECT 1 FROM device_probes p JOIN devices pd ON pd.id = p.device_id \
+                     WHERE p.storage_unit_id = u.id AND pd.active) \
+                     ORDER BY u.id LIMIT $4",
+                    <$Store>::LATEST_READING_JOIN
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(path)
+                    .bind($crate::store::path_upper(path))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let device: Option<String> = r.try_get("device_id")?;
+                        let latest = match device {
+                            Some(_) => Some((recorded_reading(r)?, r.try_get::<Option<i64>, _>("expected_interval_secs")?.unwrap_or(0))),
+                            None => None,
+                        };
+                        Ok((r.try_get("unit_id")?, r.try_get("unit_facility_id")?, latest))
+                    })
+                    .collect()
             }
 
             async fn store_readings(
@@ -247,35 +459,21 @@ macro_rules! sql_telemetry_store {
                 &self,
                 device_id: &str,
                 probe: u32,
+                storage_unit_id: &str,
                 after: Option<chrono::DateTime<chrono::Utc>>,
             ) -> Result<Vec<tm::StoredReading>> {
                 let rows = sqlx::query(
                     "SELECT seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open, sensor_fault, verified \
-                     FROM readings WHERE device_id = $1 AND probe = $2 AND ($3 IS NULL OR time > $3) ORDER BY time, seq",
+                     FROM readings WHERE device_id = $1 AND probe = $2 AND storage_unit_id = $3 AND ($4 IS NULL OR time > $4) \
+                     ORDER BY time, seq",
                 )
                 .bind(device_id)
                 .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                .bind(storage_unit_id)
                 .bind(after)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter()
-                    .map(|r| {
-                        let probe: i32 = r.try_get("probe")?;
-                        let battery: Option<i32> = r.try_get("battery_pct")?;
-                        Ok(tm::StoredReading {
-                            seq: r.try_get("seq")?,
-                            probe: u32::try_from(probe).unwrap_or(0),
-                            storage_unit_id: r.try_get("storage_unit_id")?,
-                            time: r.try_get("time")?,
-                            temp_c: r.try_get("temp_c")?,
-                            power_on: r.try_get("power_on")?,
-                            battery_pct: battery.and_then(|b| u32::try_from(b).ok()),
-                            door_open: r.try_get("door_open")?,
-                            sensor_fault: r.try_get("sensor_fault")?,
-                            verified: r.try_get("verified")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(stored_reading).collect()
             }
 
             async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)> {
