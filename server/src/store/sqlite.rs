@@ -20,6 +20,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection for write transactions: SQLite admits one writer at a time anyway, and
+    /// queueing writers here (in arrival order) replaces the busy handler's sleep-and-retry,
+    /// whose back-off made the slowest writes wait 100 ms and more.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -48,16 +52,33 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         // Each in-memory connection would be its own database: keep exactly one, forever.
-        let pool = if memory {
-            SqlitePoolOptions::new().max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None)
+        let (pool, writer) = if memory {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts)
+                .await?;
+            (pool.clone(), pool)
         } else {
-            SqlitePoolOptions::new().max_connections(8)
-        }
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(30))
-        .connect_with(opts)
-        .await?;
-        let store = SqliteStore { pool };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone())
+                .await?;
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .test_before_acquire(false)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(opts)
+                .await?;
+            (pool, writer)
+        };
+        let store = SqliteStore { pool, writer };
         store.migrate().await?;
         Ok(store)
     }
@@ -65,7 +86,7 @@ impl SqliteStore {
     /// Write transactions take the write lock up front, so two writers never deadlock upgrading
     /// a read lock (SQLITE_BUSY mid-transaction).
     async fn begin_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// SQLite serves one process, whose per-device mutex already serializes evaluation.
