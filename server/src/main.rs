@@ -19,6 +19,9 @@ struct Cli {
     /// wastage, overdue shipments).
     #[arg(long, env = "VAXTRACE_STOCK_ALERT_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stock_alert_interval: u64,
+    /// Seconds between checks for silent loggers (NO_DATA after 3 × a device's interval).
+    #[arg(long, env = "VAXTRACE_NO_DATA_CHECK_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    no_data_check_interval: u64,
     /// Days after dispatch a shipment with no expected arrival date is reported overdue.
     #[arg(long, env = "VAXTRACE_SHIPMENT_OVERDUE_DAYS", default_value_t = 7, global = true, value_parser = clap::value_parser!(i64).range(1..=365))]
     shipment_overdue_days: i64,
@@ -160,13 +163,15 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
             println!("vaxtrace listening on {}", listener.local_addr()?);
             app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval), cli.shipment_overdue_days);
+            app.spawn_no_data_sweep(std::time::Duration::from_secs(cli.no_data_check_interval));
             let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
             println!("MQTT ingest via {mqtt}");
             vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
         }
         Command::Demo { data_dir, listen } => {
             let alerts = (cli.stock_alert_interval, cli.shipment_overdue_days);
-            demo(data_dir, listen, alerts, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
+            let no_data_every = std::time::Duration::from_secs(cli.no_data_check_interval);
+            demo(data_dir, listen, alerts, no_data_every, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
         }
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
@@ -294,6 +299,7 @@ async fn demo(
     data_dir: Option<PathBuf>,
     listen: SocketAddr,
     (stock_alert_interval, overdue_days): (u64, i64),
+    no_data_every: std::time::Duration,
     mqtt_url: Option<&str>,
     mqtt_listen: SocketAddr,
 ) -> anyhow::Result<()> {
@@ -346,6 +352,7 @@ async fn demo(
         admin.secret,
     );
     app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval), overdue_days);
+    app.spawn_no_data_sweep(no_data_every);
     vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
     Ok(())
 }

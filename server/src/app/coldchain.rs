@@ -42,7 +42,91 @@ pub fn profile_for(unit: TemperatureProfile, interval_secs: i64) -> cc::Profile 
     p.with_expected_interval_ms(interval_secs.saturating_mul(1000))
 }
 
+/// The alert condition of an opening or escalating transition whose episode reaches `through_ms`.
+fn condition(e: &cc::AlarmEvent, subject: Subject, unit_name: &str, through_ms: i64) -> Condition {
+    Condition {
+        kind: al::alarm_kind(e.kind),
+        subject,
+        severity: al::alarm_severity(e.severity),
+        start: to_time(e.start_ms),
+        through: to_time(through_ms),
+        details: al::alarm_details(e, unit_name),
+    }
+}
+
 impl App {
+    /// Raises NO_DATA for every probe of an active device silent for longer than its limit
+    /// (3 × the device's interval) at `now`; returns the alerts opened. The readings that end the
+    /// silence — live or an agent's backlog — close it through the normal evaluation, with the
+    /// real gap. Probes that never reported have no baseline and are skipped.
+    pub async fn sweep_no_data(&self, now: DateTime<Utc>) -> Result<usize> {
+        let mut opened = 0;
+        let mut devices: HashMap<String, Option<Device>> = HashMap::new();
+        for (device_id, probe, bytes, evaluated_to) in self.store.alarm_states().await? {
+            let Some(last) = evaluated_to else { continue };
+            if !devices.contains_key(&device_id) {
+                let d = self.store.get_device(&device_id).await?.map(|(d, _, _)| d).filter(|d| d.active);
+                devices.insert(device_id.clone(), d);
+            }
+            let Some(Some(device)) = devices.get(&device_id) else { continue };
+            let Some(p) = device.probes.iter().find(|p| p.index == probe) else { continue };
+            let limit = chrono::Duration::seconds(device.expected_interval_secs.saturating_mul(3));
+            let open = cc::State::from_bytes(&bytes)
+                .is_ok_and(|st| st.is_open(&cc::Profile::vaccine_2_8(), cc::AlarmKind::NoData));
+            if open || now - last <= limit {
+                continue;
+            }
+            opened += self.no_data_probe(device, p, now).await?;
+        }
+        Ok(opened)
+    }
+
+    /// Opens one probe's NO_DATA under the same locks as its evaluation.
+    async fn no_data_probe(&self, device: &Device, probe: &Probe, now: DateTime<Utc>) -> Result<usize> {
+        let lock = self.probe_locks.get(&device.id);
+        let _guard = lock.lock().await;
+        let _db_guard = self.store.lock_device_evaluation(&device.id).await?;
+        // Re-read under the lock: readings may have arrived since the sweep looked.
+        let Some((bytes, evaluated_to)) = self.store.alarm_state(&device.id, probe.index).await? else { return Ok(0) };
+        let (unit, _) = self
+            .store
+            .get_storage_unit(&probe.storage_unit_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("probe unit {} vanished", probe.storage_unit_id)))?;
+        let profile = profile_for(unit.temperature_profile, device.expected_interval_secs);
+        let mut state = cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?;
+        let Some(e) = cc::check_no_data(&profile, &mut state, now.timestamp_millis()) else { return Ok(0) };
+        let subject = Subject {
+            facility_id: unit.facility_id.clone(),
+            storage_unit_id: unit.id.clone(),
+            device_id: device.id.clone(),
+            probe: probe.index,
+            episode_start_ms: e.start_ms,
+            ..Default::default()
+        };
+        let ev = self.raise_alert_event(&condition(&e, subject, &unit.name, e.at_ms)).await?;
+        self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), evaluated_to).await?;
+        if ev.is_some() {
+            tracing::warn!(device = %device.id, probe = probe.index, unit = %unit.name, "no data from a logger");
+        }
+        Ok(usize::from(ev.is_some()))
+    }
+
+    /// Runs [`App::sweep_no_data`] every `every` until the process ends.
+    pub fn spawn_no_data_sweep(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = app.sweep_no_data(Utc::now()).await {
+                    tracing::warn!(error = %e, "no-data sweep failed");
+                }
+            }
+        })
+    }
+
     /// Quarantines every lot with available vials in the unit under a heat or freeze alarm, one
     /// exposure per lot; repeated for the same alarm, it only adds lots that were not there yet.
     async fn quarantine_unit(&self, alert: &al::Alert, unit: &crate::domain::StorageUnit) -> Result<usize> {
@@ -153,14 +237,8 @@ impl App {
             let quarantines = matches!(kind, al::AlertKind::Heat | al::AlertKind::Freeze);
             let ev = match e.transition {
                 cc::Transition::Opened | cc::Transition::Escalated => {
-                    let c = Condition {
-                        kind,
-                        subject,
-                        severity: al::alarm_severity(e.severity),
-                        start: to_time(e.start_ms),
-                        through: to_time(reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms)),
-                        details: al::alarm_details(e, &unit.name),
-                    };
+                    let through = reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms);
+                    let c = condition(e, subject, &unit.name, through);
                     let ev = self.raise_alert_event(&c).await?;
                     if let (true, Some(ev)) = (quarantines, &ev)
                         && ev.kind == al::EventType::Opened

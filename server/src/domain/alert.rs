@@ -421,8 +421,11 @@ pub fn alarm_severity(s: vaxtrace_coldchain::Severity) -> Severity {
 pub fn alarm_details(e: &vaxtrace_coldchain::AlarmEvent, unit_name: &str) -> Details {
     let c = |v: Option<i32>| v.map(|x| f64::from(x) / 100.0);
     let (min, max) = (c(e.min_centi), c(e.max_centi));
+    let no_data = e.kind == vaxtrace_coldchain::AlarmKind::NoData;
     let summary = match (min, max) {
         (Some(lo), Some(hi)) => format!("{unit_name}: {lo:.1}..{hi:.1} °C for {} min", e.minutes_past_threshold),
+        // A NoData episode starts at the last reading before the silence.
+        _ if no_data => format!("{unit_name}: no reading for {} min", (e.at_ms - e.start_ms) / 60_000),
         _ => format!("{unit_name}: {:?} for {} min", e.kind, e.minutes_past_threshold),
     };
     Details {
@@ -430,6 +433,7 @@ pub fn alarm_details(e: &vaxtrace_coldchain::AlarmEvent, unit_name: &str) -> Det
         max_temp_c: max,
         minutes_past_threshold: Some(e.minutes_past_threshold),
         degree_hours_above_max: (e.kind == vaxtrace_coldchain::AlarmKind::Heat).then(|| e.degree_hours()),
+        last_reading_time: no_data.then(|| chrono::DateTime::from_timestamp_millis(e.start_ms)).flatten(),
         summary,
         ..Default::default()
     }

@@ -400,6 +400,8 @@ pub trait TelemetryStore: Send + Sync {
         device_id: &str,
         probe: u32,
     ) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
+    /// Every probe's alarm state: (device, probe, state bytes, reading time reached).
+    async fn alarm_states(&self) -> Result<Vec<(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
     /// Saves a probe's alarm state.
     async fn save_alarm_state(
         &self,

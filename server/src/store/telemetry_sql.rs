@@ -435,6 +435,18 @@ macro_rules! sql_telemetry_store {
                 }
             }
 
+            async fn alarm_states(&self) -> Result<Vec<(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
+                let rows = sqlx::query("SELECT device_id, probe, state, evaluated_to FROM probe_alarm_state ORDER BY device_id, probe")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let probe: i32 = r.try_get("probe")?;
+                        Ok((r.try_get("device_id")?, u32::try_from(probe).unwrap_or(0), r.try_get("state")?, r.try_get("evaluated_to")?))
+                    })
+                    .collect()
+            }
+
             async fn save_alarm_state(
                 &self,
                 device_id: &str,
