@@ -8,10 +8,13 @@ pub(crate) const DEVICE_COLS: &str = "d.id, d.serial, d.name, d.model, d.facilit
 pub(crate) const READING_COLS: &str = "r.device_id, r.seq, r.probe, r.storage_unit_id, r.time, r.temp_c, r.power_on, \
      r.battery_pct, r.door_open, r.sensor_fault, r.received_at, r.verified";
 
+/// Readings per INSERT: 12 parameters each, well under SQLite's 32,766.
+pub(crate) const READING_CHUNK: usize = 2000;
+
 macro_rules! sql_telemetry_store {
     ($Store:ty, $Db:ty, $Row:ty) => {
         use $crate::domain::telemetry::{self as tm, Device};
-        use $crate::store::telemetry_sql::{DEVICE_COLS, READING_COLS};
+        use $crate::store::telemetry_sql::{DEVICE_COLS, READING_CHUNK, READING_COLS};
 
         fn stored_reading(r: &$Row) -> Result<tm::StoredReading> {
             let probe: i32 = r.try_get("probe")?;
@@ -366,29 +369,30 @@ macro_rules! sql_telemetry_store {
                 let sql = format!("SELECT last_seq FROM devices WHERE id = $1{}", <$Store>::LOCK);
                 let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
                 let mut inserted = std::collections::HashSet::new();
-                for r in readings {
-                    let n = sqlx::query(
+                // One multi-row statement per chunk: a logger's backlog of thousands of readings
+                // costs a few round trips, not one each. RETURNING names the rows that were new.
+                for chunk in readings.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
                         "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
-                         door_open, sensor_fault, received_at, verified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .bind(device_id)
-                    .bind(r.seq)
-                    .bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
-                    .bind(&r.storage_unit_id)
-                    .bind(r.time)
-                    .bind(r.temp_c)
-                    .bind(r.power_on)
-                    .bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
-                    .bind(r.door_open)
-                    .bind(r.sensor_fault)
-                    .bind(now)
-                    .bind(r.verified)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if n == 1 {
-                        inserted.insert(r.seq);
+                         door_open, sensor_fault, received_at, verified) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(device_id.to_owned())
+                            .push_bind(r.seq)
+                            .push_bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
+                            .push_bind(r.storage_unit_id.clone())
+                            .push_bind(r.time)
+                            .push_bind(r.temp_c)
+                            .push_bind(r.power_on)
+                            .push_bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
+                            .push_bind(r.door_open)
+                            .push_bind(r.sensor_fault)
+                            .push_bind(now)
+                            .push_bind(r.verified);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING RETURNING seq");
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        inserted.insert(row.try_get::<i64, _>("seq")?);
                     }
                 }
                 for (seq, reason) in rejects {
