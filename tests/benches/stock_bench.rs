@@ -220,16 +220,6 @@ struct Server {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// How the gRPC services are served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Serving {
-    /// `vaxtrace_server::serve`, as shipped.
-    Shipped,
-    /// Diagnostic only: the same gRPC services (`vaxtrace_server::grpc::services`) on tonic's own
-    /// server with TCP_NODELAY on accepted sockets (no grpc-web, HTTP routes or metrics layer).
-    NoDelay,
-}
-
 /// Opens the database and issues the admin token.
 async fn open_app(url: &str) -> (vaxtrace_server::App, String) {
     let app = vaxtrace_server::open(url).await.expect("open the benchmark database");
@@ -237,27 +227,14 @@ async fn open_app(url: &str) -> (vaxtrace_server::App, String) {
     (app, admin.secret)
 }
 
-async fn start_server(app: &vaxtrace_server::App, token: &str, serving: Serving) -> Server {
+async fn start_server(app: &vaxtrace_server::App, token: &str) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind ephemeral port");
     let addr = listener.local_addr().expect("local addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stopped.await;
     };
-    let task = match serving {
-        Serving::Shipped => tokio::spawn(vaxtrace_server::serve(app.clone(), listener, shutdown)),
-        Serving::NoDelay => {
-            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-            let routes = vaxtrace_server::grpc::services(app);
-            tokio::spawn(async move {
-                tonic::transport::Server::builder()
-                    .add_routes(routes)
-                    .serve_with_incoming_shutdown(incoming, shutdown)
-                    .await
-                    .map_err(std::io::Error::other)
-            })
-        }
-    };
+    let task = tokio::spawn(vaxtrace_server::serve(app.clone(), listener, shutdown));
     Server { addr, token: token.to_owned(), stop: Some(stop), task }
 }
 
@@ -402,16 +379,10 @@ async fn workload(
     engine: &'static str,
     srv: &Server,
     w: &World,
-    serving: Serving,
     same_lot: bool,
     channels: Channels,
 ) -> Row {
-    let tag = format!(
-        "{}{}{}",
-        if same_lot { "S" } else { "I" },
-        if channels == Channels::Shared { "s" } else { "p" },
-        if serving == Serving::NoDelay { "n" } else { "" }
-    );
+    let tag = format!("{}{}", if same_lot { "S" } else { "I" }, if channels == Channels::Shared { "s" } else { "p" });
     let lots = lots(w, &tag, if same_lot { 1 } else { cfg.clients }).await;
     let shared = srv.channel().await;
     let start = Instant::now();
@@ -497,10 +468,9 @@ async fn workload(
     let row = Row {
         engine,
         scenario: format!(
-            "{}, {}{}",
+            "{}, {}",
             if same_lot { "same lot (contended)" } else { "independent lots" },
             if channels == Channels::Shared { "1 shared connection" } else { "1 connection per client" },
-            if serving == Serving::NoDelay { " [diagnostic: TCP_NODELAY]" } else { "" }
         ),
         tps: ok as f64 / window,
         p50_ms: percentile(&lat, 0.50),
@@ -525,23 +495,17 @@ async fn workload(
     row
 }
 
-/// The four scenarios on the shipped server, then the diagnostic TCP_NODELAY server with one
-/// connection per client.
+/// The four scenarios on the shipped server.
 async fn all_scenarios(cfg: &Config, engine: &'static str, url: &str) -> Vec<Row> {
     let (app, token) = open_app(url).await;
-    let shipped = start_server(&app, &token, Serving::Shipped).await;
-    let nodelay = start_server(&app, &token, Serving::NoDelay).await;
+    let shipped = start_server(&app, &token).await;
     let w = world(&shipped).await;
     let mut rows = Vec::new();
     for same_lot in [false, true] {
         for channels in [Channels::PerClient, Channels::Shared] {
-            rows.push(workload(cfg, engine, &shipped, &w, Serving::Shipped, same_lot, channels).await);
+            rows.push(workload(cfg, engine, &shipped, &w, same_lot, channels).await);
         }
     }
-    for same_lot in [false, true] {
-        rows.push(workload(cfg, engine, &nodelay, &w, Serving::NoDelay, same_lot, Channels::PerClient).await);
-    }
-    nodelay.stop().await;
     shipped.stop().await;
     rows
 }
@@ -824,9 +788,7 @@ async fn run(cfg: Config) {
     println!("pgbench TPC-B: {pg:.0} tx/s (mean of the runs before and after vaxtrace)");
     let best = rows
         .iter()
-        .filter(|r| {
-            r.engine == "postgres" && r.scenario.starts_with("independent") && !r.scenario.contains("diagnostic")
-        })
+        .filter(|r| r.engine == "postgres" && r.scenario.starts_with("independent"))
         .max_by(|a, b| a.tps.total_cmp(&b.tps));
     if let Some(b) = best {
         let ratio = b.tps / pg;
@@ -837,16 +799,6 @@ async fn run(cfg: Config) {
             if ratio >= 0.6 { "met" } else { "NOT met" },
             b.p99_ms,
             if b.p99_ms < 15.0 { "met" } else { "NOT met" }
-        );
-    }
-    for r in rows.iter().filter(|r| r.scenario.contains("diagnostic")) {
-        println!(
-            "{} {}: {:.0} tx/s = {:.0} % of pgbench, p99 {:.2} ms",
-            r.engine,
-            r.scenario,
-            r.tps,
-            100.0 * r.tps / pg,
-            r.p99_ms
         );
     }
 }

@@ -31,6 +31,42 @@ pub struct App {
     metrics: crate::Metrics,
     /// Serializes alarm evaluation per device in this process.
     probe_locks: Arc<coldchain::ProbeLocks>,
+    /// Recently read tokens, so a burst of requests costs one token look-up, not one each.
+    tokens: Arc<TokenCache>,
+}
+
+/// How long a token read from the database is trusted without reading it again: the bound on
+/// how late a revocation made by another replica (or `token` CLI) takes effect here. A
+/// revocation through this process takes effect at once.
+pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Tokens by id with the instant they were read.
+#[derive(Debug, Default)]
+struct TokenCache(std::sync::Mutex<std::collections::HashMap<String, (crate::store::StoredToken, std::time::Instant)>>);
+
+impl TokenCache {
+    /// Bounds memory under a flood of distinct (mostly invalid) token ids.
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, id: &str) -> Option<crate::store::StoredToken> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, t: crate::store::StoredToken) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX_ENTRIES {
+            map.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            if map.len() >= Self::MAX_ENTRIES {
+                map.clear();
+            }
+        }
+        map.insert(t.token.id.clone(), (t, std::time::Instant::now()));
+    }
+
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
 }
 
 /// A token just created: its description and the bearer secret, shown once.
@@ -51,6 +87,7 @@ impl App {
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             metrics: crate::Metrics::default(),
             probe_locks: Arc::default(),
+            tokens: Arc::default(),
         }
     }
 
@@ -84,7 +121,14 @@ impl App {
     /// Resolves a bearer string to a caller; any failure is UNAUTHENTICATED without detail.
     pub async fn authenticate(&self, bearer: &str) -> Result<Caller> {
         let (id, secret) = token::split(bearer).ok_or(Error::Unauthenticated)?;
-        let stored = self.store.find_token(id).await?.ok_or(Error::Unauthenticated)?;
+        let stored = match self.tokens.get(id) {
+            Some(t) => t,
+            None => {
+                let t = self.store.find_token(id).await?.ok_or(Error::Unauthenticated)?;
+                self.tokens.put(t.clone());
+                t
+            }
+        };
         if stored.token.revoked_at.is_some() || !token::verify(secret, &stored.secret_hash) {
             return Err(Error::Unauthenticated);
         }
@@ -152,7 +196,9 @@ impl App {
     pub async fn revoke_token(&self, caller: &Caller, request_id: &str, id: &str) -> Result<Token> {
         caller.require(Action::ManageTokens)?;
         let idem = Idempotency::from_request(caller, "RevokeToken", request_id, &id)?;
-        self.store.revoke_token(idem.as_ref(), id).await?.ok_or_else(|| caller.not_found(reason::NOT_FOUND, "token"))
+        let revoked = self.store.revoke_token(idem.as_ref(), id).await;
+        self.tokens.forget(id);
+        revoked?.ok_or_else(|| caller.not_found(reason::NOT_FOUND, "token"))
     }
 
     /// Describes the caller's own token.

@@ -154,7 +154,28 @@ impl App {
     ) -> Result<(StorageUnit, Facility)> {
         caller.require(action)?;
         let id = validate::id(field, id)?;
-        let (u, f) = match self.store.get_unit_with_facility(&id).await? {
+        let mut found = self.store.units_with_facility(std::slice::from_ref(&id)).await?;
+        Self::usable_unit(caller, found.pop())
+    }
+
+    /// Two units read in one query (a transfer's ends), checked as [`Self::unit_for`] does.
+    async fn unit_pair(
+        &self,
+        caller: &Caller,
+        action: Action,
+        (a, a_field): (&str, &str),
+        (b, b_field): (&str, &str),
+    ) -> Result<((StorageUnit, Facility), (StorageUnit, Facility))> {
+        caller.require(action)?;
+        let (a, b) = (validate::id(a_field, a)?, validate::id(b_field, b)?);
+        let found = self.store.units_with_facility(&[a.clone(), b.clone()]).await?;
+        let pick = |id: &str| found.iter().find(|(u, _)| u.id == id).cloned();
+        Ok((Self::usable_unit(caller, pick(&a))?, Self::usable_unit(caller, pick(&b))?))
+    }
+
+    /// A looked-up unit the caller may see and that is in service.
+    fn usable_unit(caller: &Caller, found: Option<(StorageUnit, Facility)>) -> Result<(StorageUnit, Facility)> {
+        let (u, f) = match found {
             Some((u, f)) if caller.covers(&f.path) => (u, f),
             Some(_) => return Err(Error::PermissionDenied),
             None => return Err(caller.not_found("STORAGE_UNIT_NOT_FOUND", "storage unit")),
@@ -788,8 +809,9 @@ impl App {
         vials: i64,
         comment: &str,
     ) -> Result<(LedgerEntry, LedgerEntry)> {
-        let (from, ff) = self.unit_for(caller, Action::WriteStock, from_unit, "from_storage_unit_id").await?;
-        let (to, tf) = self.unit_for(caller, Action::WriteStock, to_unit, "to_storage_unit_id").await?;
+        let ((from, ff), (to, tf)) = self
+            .unit_pair(caller, Action::WriteStock, (from_unit, "from_storage_unit_id"), (to_unit, "to_storage_unit_id"))
+            .await?;
         if from.id == to.id {
             return Err(Error::invalid_because(
                 "to_storage_unit_id",

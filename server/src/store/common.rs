@@ -505,16 +505,24 @@ macro_rules! sql_store_common {
                 }
             }
 
-            async fn get_unit_with_facility(&self, id: &str) -> Result<Option<(StorageUnit, Facility)>> {
-                static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            async fn units_with_facility(&self, ids: &[String]) -> Result<Vec<(StorageUnit, Facility)>> {
+                static COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
                     let f = FACILITY_COLS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ");
                     let u = UNIT_COLS.split(", ").map(|c| format!("{c} AS u_{}", &c[2..])).collect::<Vec<_>>().join(", ");
-                    format!("SELECT {f}, {u} FROM storage_units u JOIN facilities f ON f.id = u.facility_id WHERE u.id = $1")
+                    format!("SELECT {f}, {u} FROM storage_units u JOIN facilities f ON f.id = u.facility_id WHERE u.id IN ")
                 });
-                match sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(id).fetch_optional(&self.pool).await? {
-                    Some(r) => Ok(Some((unit_row_as(&r, "u_")?, facility_row(&r)?))),
-                    None => Ok(None),
+                if ids.is_empty() {
+                    return Ok(Vec::new());
                 }
+                let mut q = sqlx::QueryBuilder::<$Db>::new(COLS.as_str());
+                q.push("(");
+                let mut list = q.separated(", ");
+                for id in ids.iter().take(1000) {
+                    list.push_bind(id.clone());
+                }
+                list.push_unseparated(")");
+                let rows = q.build().fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok((unit_row_as(r, "u_")?, facility_row(r)?))).collect()
             }
 
             async fn insert_storage_unit(

@@ -102,8 +102,8 @@ pub trait Store: StockStore + AlertStore + TelemetryStore + Send + Sync + std::f
 
     /// Reads a storage unit with its facility's path.
     async fn get_storage_unit(&self, id: &str) -> Result<Option<(StorageUnit, String)>>;
-    /// Reads a storage unit with its facility, in one query.
-    async fn get_unit_with_facility(&self, id: &str) -> Result<Option<(StorageUnit, Facility)>>;
+    /// Reads storage units (at most 1,000) with their facilities, in one query; unknown ids are absent.
+    async fn units_with_facility(&self, ids: &[String]) -> Result<Vec<(StorageUnit, Facility)>>;
     /// Stores a new storage unit.
     async fn insert_storage_unit(
         &self,
