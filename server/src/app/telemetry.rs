@@ -168,6 +168,7 @@ impl App {
             key_rotated_at: t,
             last_seen_at: None,
             last_seq: 0,
+            seq_offset: 0,
             online: false,
             active: true,
             created_at: t,
@@ -272,6 +273,31 @@ impl App {
         self.remember(idem.as_ref(), updated).await?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))
     }
 
+    /// Issues a device a new HMAC key (shown once; from then on only it verifies); with
+    /// `reset_sequence` the device may restart at seq 1 (a replaced or factory-reset logger).
+    pub async fn rotate_device_key(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        id: &str,
+        reset_sequence: bool,
+    ) -> Result<(Device, Vec<u8>)> {
+        caller.require(Action::SetPolicies)?;
+        let id = validate::id("id", id)?;
+        let current = self.visible_device(caller, &id).await?;
+        let mut key = vec![0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        let idem = Idempotency::from_request(caller, "RotateDeviceKey", request_id, &(&id, reset_sequence))?;
+        let rotated = self.store.rotate_device_key(idem.as_ref(), &id, &key, reset_sequence).await;
+        let device = self
+            .remember(idem.as_ref(), rotated)
+            .await?
+            .ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))?;
+        // A replay returns the device as first rotated; the key was shown once and is not shown again.
+        let fresh = device.key_version == current.key_version + 1 && device.key_rotated_at > current.key_rotated_at;
+        Ok((device, if fresh { key } else { Vec::new() }))
+    }
+
     /// Lists raw readings of a device or a storage unit in a time range, ordered by reading time,
     /// device id and seq; only readings taken in units inside the caller's scope.
     pub async fn list_readings(
@@ -360,7 +386,9 @@ impl App {
         let Some((device, key, _)) = self.store.get_device(&id).await? else {
             return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED"));
         };
-        let last = device.last_seq;
+        // The device and its acks count in its own seqs; storage in seqs shifted by seq_offset.
+        let offset = device.seq_offset;
+        let last = device.last_seq - offset;
         if !device.active {
             return Ok(Ack::refused(last, "DEVICE_INACTIVE"));
         }
@@ -386,7 +414,7 @@ impl App {
             let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
             match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
                 (None, Some(storage_unit_id), Some(time), Ok(seq)) => rows.push(StoredReading {
-                    seq,
+                    seq: seq + offset,
                     probe: r.probe,
                     storage_unit_id,
                     time,
@@ -404,7 +432,7 @@ impl App {
                     if let Ok(seq) = i64::try_from(r.seq)
                         && seq > 0
                     {
-                        rejects.push((seq, reason));
+                        rejects.push((seq + offset, reason));
                     }
                 }
             }
@@ -422,7 +450,7 @@ impl App {
                 tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
             }
         }
-        Ok(Ack { acked_seq: acked, rejected, error: "" })
+        Ok(Ack { acked_seq: (acked - offset).max(0), rejected, error: "" })
     }
 }
 

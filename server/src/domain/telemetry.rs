@@ -45,6 +45,10 @@ pub struct Device {
     pub last_seen_at: Option<DateTime<Utc>>,
     /// Every reading up to this seq is committed.
     pub last_seq: i64,
+    /// Added to the device's own seqs when stored (non-zero after a sequence reset); `last_seq`
+    /// and stored readings are in the shifted space, the device and its acks in its own.
+    #[serde(default)]
+    pub seq_offset: i64,
     /// Status topic says online.
     pub online: bool,
     /// Not decommissioned.

@@ -212,7 +212,7 @@ impl From<Device> for pb::Device {
             key_version: u32::try_from(d.key_version).unwrap_or(0),
             key_rotate_time: Some(timestamp(d.key_rotated_at)),
             last_seen_time: d.last_seen_at.map(timestamp),
-            last_seq: u64::try_from(d.last_seq).unwrap_or(0),
+            last_seq: u64::try_from(d.last_seq - d.seq_offset).unwrap_or(0),
             online: d.online,
             active: d.active,
             create_time: Some(timestamp(d.created_at)),

@@ -6,7 +6,6 @@ use vaxtrace_proto::v1 as pb;
 use super::caller;
 use super::convert::{device_input, instant};
 use crate::app::App;
-use crate::error::Error;
 
 /// The TelemetryService implementation.
 #[derive(Debug, Clone)]
@@ -66,9 +65,13 @@ impl pb::telemetry_service_server::TelemetryService for TelemetryApi {
 
     async fn rotate_device_key(
         &self,
-        _req: Request<pb::RotateDeviceKeyRequest>,
+        req: Request<pb::RotateDeviceKeyRequest>,
     ) -> Result<Response<pb::RotateDeviceKeyResponse>, Status> {
-        Err(Error::Unimplemented("RotateDeviceKey is not available yet".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let (dev, key) = self.0.rotate_device_key(&c, &r.request_id, &r.id, r.reset_sequence).await?;
+        let key_version = u32::try_from(dev.key_version).unwrap_or(0);
+        Ok(Response::new(pb::RotateDeviceKeyResponse { device: Some(dev.into()), key, key_version }))
     }
 
     async fn list_readings(

@@ -349,6 +349,15 @@ pub trait TelemetryStore: Send + Sync {
     /// Applies a patch under the device's row lock, re-checking that every probe's unit is at the
     /// final facility, and starts the alarm state of re-bound probes afresh; `None` when the
     /// device does not exist.
+    /// Replaces a device's HMAC key (version + 1); with `reset_sequence` its seqs restart, stored
+    /// past every seq it used before. `None` when there is no such device.
+    async fn rotate_device_key(
+        &self,
+        idem: Option<&Idempotency>,
+        id: &str,
+        key: &[u8],
+        reset_sequence: bool,
+    ) -> Result<Option<crate::domain::telemetry::Device>>;
     async fn update_device(
         &self,
         idem: Option<&Idempotency>,

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/sqlite/0006_exposures.sql")),
     (7, include_str!("../../migrations/sqlite/0007_readings_queries.sql")),
+    (10, include_str!("../../migrations/sqlite/0010_device_sequence.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].

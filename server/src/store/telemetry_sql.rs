@@ -1,8 +1,8 @@
 //! Devices and readings, shared by both engines like `common.rs`.
 
 pub(crate) const DEVICE_COLS: &str = "d.id, d.serial, d.name, d.model, d.facility_id, d.expected_interval_secs, \
-     d.unsigned_allowed, d.key_version, d.key_rotated_at, d.last_seen_at, d.last_seq, d.online, d.active, \
-     d.created_at, d.updated_at";
+     d.unsigned_allowed, d.key_version, d.key_rotated_at, d.last_seen_at, d.last_seq, d.seq_offset, d.online, \
+     d.active, d.created_at, d.updated_at";
 
 /// The columns of a served reading, from `readings r`.
 pub(crate) const READING_COLS: &str = "r.device_id, r.seq, r.probe, r.storage_unit_id, r.time, r.temp_c, r.power_on, \
@@ -55,6 +55,7 @@ macro_rules! sql_telemetry_store {
                 key_rotated_at: r.try_get("key_rotated_at")?,
                 last_seen_at: r.try_get("last_seen_at")?,
                 last_seq: r.try_get("last_seq")?,
+                seq_offset: r.try_get("seq_offset")?,
                 online: r.try_get("online")?,
                 active: r.try_get("active")?,
                 created_at: r.try_get("created_at")?,
@@ -178,6 +179,59 @@ macro_rules! sql_telemetry_store {
                     items.push(device_row(r, probes.remove(id).unwrap_or_default())?);
                 }
                 Ok(page.finish(items, |d| &d.id))
+            }
+
+            async fn rotate_device_key(
+                &self,
+                idem: Option<&d::Idempotency>,
+                id: &str,
+                key: &[u8],
+                reset_sequence: bool,
+            ) -> Result<Option<Device>> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(Some(v));
+                }
+                // Under the device lock, as ingest takes it: no batch commits between the offset
+                // being chosen and set.
+                let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let mut dev = device_row(&row, probes_of(&mut *tx, id).await?)?;
+                let t = d::now();
+                dev.key_version += 1;
+                dev.key_rotated_at = t;
+                dev.updated_at = t;
+                if reset_sequence {
+                    // Past every seq stored or refused so far, acked or not: the restarted device's
+                    // seq 1 must never meet an old reading's identity.
+                    let highest: Option<i64> = sqlx::query_scalar(
+                        "SELECT MAX(seq) FROM (SELECT seq FROM readings WHERE device_id = $1 \
+                         UNION ALL SELECT seq FROM reading_rejects WHERE device_id = $1) s",
+                    )
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    dev.seq_offset = highest.unwrap_or(0).max(dev.last_seq);
+                    dev.last_seq = dev.seq_offset;
+                }
+                sqlx::query(
+                    "UPDATE devices SET hmac_key = $1, key_version = $2, key_rotated_at = $3, seq_offset = $4, \
+                     last_seq = $5, updated_at = $6 WHERE id = $7",
+                )
+                .bind(key)
+                .bind(dev.key_version)
+                .bind(t)
+                .bind(dev.seq_offset)
+                .bind(dev.last_seq)
+                .bind(t)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                idem_finish(&mut tx, idem, &dev).await?;
+                tx.commit().await?;
+                Ok(Some(dev))
             }
 
             async fn update_device(&self, idem: Option<&d::Idempotency>, id: &str, patch: &tm::DevicePatch) -> Result<Option<Device>> {
