@@ -16,6 +16,7 @@ struct Inner {
     readings_ingested: AtomicU64,
     readings_rejected: AtomicU64,
     batches_refused: AtomicU64,
+    readings_dropped_by_devices: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -27,6 +28,7 @@ impl Default for Metrics {
             readings_ingested: AtomicU64::new(0),
             readings_rejected: AtomicU64::new(0),
             batches_refused: AtomicU64::new(0),
+            readings_dropped_by_devices: AtomicU64::new(0),
         }))
     }
 }
@@ -48,6 +50,11 @@ impl Metrics {
     /// Counts readings stored.
     pub fn ingested(&self, n: u64) {
         self.0.readings_ingested.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts readings devices reported lost for good (their disk cap forced them out).
+    pub fn dropped_by_device(&self, n: u64) {
+        self.0.readings_dropped_by_devices.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts a batch refused whole (bad signature, unknown device, malformed).
@@ -76,13 +83,17 @@ impl Metrics {
              vaxtrace_readings_rejected_total {}\n\
              # HELP vaxtrace_batches_refused_total Batches refused whole (signature, device, format).\n\
              # TYPE vaxtrace_batches_refused_total counter\n\
-             vaxtrace_batches_refused_total {}\n",
+             vaxtrace_batches_refused_total {}\n\
+             # HELP vaxtrace_readings_dropped_by_devices_total Readings devices reported lost before sending them.\n\
+             # TYPE vaxtrace_readings_dropped_by_devices_total counter\n\
+             vaxtrace_readings_dropped_by_devices_total {}\n",
             i.started.elapsed().as_secs(),
             i.grpc_requests.load(Ordering::Relaxed),
             i.grpc_errors.load(Ordering::Relaxed),
             i.readings_ingested.load(Ordering::Relaxed),
             i.readings_rejected.load(Ordering::Relaxed),
             i.batches_refused.load(Ordering::Relaxed),
+            i.readings_dropped_by_devices.load(Ordering::Relaxed),
         )
     }
 }

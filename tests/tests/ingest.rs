@@ -201,6 +201,25 @@ async fn batches_are_stored_once_and_acked_after_commit() {
             assert!(topic.ends_with("/ack/json"), "{topic}");
             let v: serde_json_shim::Value = serde_json_shim::from_slice(&body).unwrap();
             assert_eq!(v["acked_seq"], 10, "{name}: {v}");
+
+            // Seqs the agent lost for good (its disk cap forced them out) hold the ack back until
+            // its signed status/dropped notice says so; a forged notice changes nothing.
+            dev.publish(14..=15, 4.5, Some(&k)).await;
+            assert_eq!(dev.ack().await.acked_seq, 10, "{name}: 11..13 missing");
+            use vaxtrace_agent::buffer::{DropReason, DroppedRange};
+            let lost =
+                |first, last| vec![DroppedRange { first_seq: first, last_seq: last, reason: DropReason::SizeCap }];
+            let topic = format!("vaxtrace/v1/devices/{id}/status/dropped");
+            let forged = vaxtrace_agent::agent::dropped_notice(&id, &lost(11, 13), Some(b"not the device key"));
+            dev.client.publish(topic.clone(), QoS::AtLeastOnce, false, forged).await.unwrap();
+            let a = dev.ack().await;
+            assert_eq!((a.acked_seq, a.error.as_str()), (10, "BAD_SIGNATURE"), "{name}");
+            let notice = vaxtrace_agent::agent::dropped_notice(&id, &lost(11, 13), Some(&k));
+            dev.client.publish(topic, QoS::AtLeastOnce, false, notice).await.unwrap();
+            let a = dev.ack().await;
+            assert_eq!((a.acked_seq, a.error.as_str()), (15, ""), "{name}: the ack moves past the lost seqs");
+            let (n, lo, hi) = srv.app.store().count_readings(&id).await.unwrap();
+            assert_eq!((n, lo, hi), (11, 1, 15), "{name}: nothing invented for the lost seqs");
             ingest.abort();
             srv.stop().await;
         }

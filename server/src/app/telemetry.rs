@@ -454,6 +454,80 @@ impl App {
     }
 }
 
+/// A device's notice that readings are lost for good (`.../status/dropped`).
+#[derive(Debug, serde::Deserialize)]
+struct DroppedNotice<'a> {
+    #[serde(borrow)]
+    ranges: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    signature: Option<String>,
+}
+
+/// One lost range of seqs.
+#[derive(Debug, serde::Deserialize)]
+struct DroppedRange {
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// Most seqs one notice may declare lost: a bound on the rows it writes.
+const MAX_DROPPED: u64 = 1_000_000;
+
+impl App {
+    /// Records readings a device declares lost for good (its disk cap forced them out), so its
+    /// contiguous ack can move past the gap instead of stalling forever; returns the new ack.
+    /// The notice is signed like a JSON batch (HMAC over the exact `ranges` bytes).
+    pub async fn record_dropped(&self, device_id: &str, payload: &[u8]) -> Result<Ack> {
+        let Ok(id) = validate::id("device_id", device_id) else { return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED")) };
+        let Some((device, key, _)) = self.store.get_device(&id).await? else {
+            return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED"));
+        };
+        let offset = device.seq_offset;
+        let last = device.last_seq - offset;
+        let Ok(notice) = serde_json::from_slice::<DroppedNotice<'_>>(payload) else {
+            return Ok(Ack::refused(last, "MALFORMED"));
+        };
+        match &notice.signature {
+            Some(hex) => {
+                let Ok(tag) = signing::hmac_sha256(&key, notice.ranges.get().as_bytes()) else {
+                    return Ok(Ack::refused(last, "BAD_SIGNATURE"));
+                };
+                let same = subtle::ConstantTimeEq::ct_eq(signing::to_hex(&tag).as_bytes(), hex.as_bytes());
+                if !bool::from(same) {
+                    return Ok(Ack::refused(last, "BAD_SIGNATURE"));
+                }
+            }
+            None if !device.unsigned_allowed => return Ok(Ack::refused(last, "SIGNATURE_REQUIRED")),
+            None => {}
+        }
+        let Ok(ranges) = serde_json::from_str::<Vec<DroppedRange>>(notice.ranges.get()) else {
+            return Ok(Ack::refused(last, "MALFORMED"));
+        };
+        let mut total = 0u64;
+        for r in &ranges {
+            if r.first_seq == 0 || r.last_seq < r.first_seq {
+                return Ok(Ack::refused(last, "MALFORMED"));
+            }
+            total = total.saturating_add(r.last_seq - r.first_seq + 1);
+        }
+        if total > MAX_DROPPED {
+            return Ok(Ack::refused(last, "TOO_MANY_READINGS"));
+        }
+        let mut rejects = Vec::new();
+        for r in &ranges {
+            for seq in r.first_seq..=r.last_seq {
+                if let Ok(seq) = i64::try_from(seq) {
+                    rejects.push((seq + offset, "DROPPED_BY_DEVICE"));
+                }
+            }
+        }
+        tracing::warn!(device = %device.id, readings = total, "device reports readings lost for good");
+        let (acked, _) = self.store.store_readings(&device.id, &[], &rejects, now()).await?;
+        self.metrics.dropped_by_device(total);
+        Ok(Ack { acked_seq: (acked - offset).max(0), rejected: 0, error: "" })
+    }
+}
+
 /// The protobuf ack for a device.
 pub fn ack_message(device_id: &str, ack: &Ack) -> Vec<u8> {
     pb::ReadingAck {

@@ -58,17 +58,30 @@ impl IngestConfig {
 
 struct Batch {
     device_id: String,
-    json: bool,
+    kind: Topic,
     publish: rumqttc::Publish,
 }
 
-/// `vaxtrace/v1/devices/{id}/readings[/json]` → (id, json).
-pub fn parse_topic(topic: &str) -> Option<(&str, bool)> {
+/// What a device published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// A reading batch, protobuf or JSON.
+    Readings {
+        /// The JSON form (`readings/json`).
+        json: bool,
+    },
+    /// Seqs the device lost for good (`status/dropped`).
+    Dropped,
+}
+
+/// `vaxtrace/v1/devices/{id}/readings[/json]` or `.../status/dropped` → (id, kind).
+pub fn parse_topic(topic: &str) -> Option<(&str, Topic)> {
     let rest = topic.strip_prefix("vaxtrace/v1/devices/")?;
     let (id, tail) = rest.split_once('/')?;
     match tail {
-        "readings" => Some((id, false)),
-        "readings/json" => Some((id, true)),
+        "readings" => Some((id, Topic::Readings { json: false })),
+        "readings/json" => Some((id, Topic::Readings { json: true })),
+        "status/dropped" => Some((id, Topic::Dropped)),
         _ => None,
     }
 }
@@ -104,7 +117,9 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
                     // A clean session forgets subscriptions, so subscribe on every connect.
                     // One group per filter: rumqttd keys a shared subscription by its group name
                     // alone, so a second filter in the same group would be dropped.
-                    for (group, suffix) in [("", "readings"), ("-json", "readings/json")] {
+                    for (group, suffix) in
+                        [("", "readings"), ("-json", "readings/json"), ("-dropped", "status/dropped")]
+                    {
                         let filter = format!("$share/{}{group}/vaxtrace/v1/devices/+/{suffix}", cfg.share_group);
                         if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                             tracing::error!(error = %e, "cannot subscribe");
@@ -112,12 +127,12 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some((device_id, json)) = parse_topic(&p.topic) else {
+                    let Some((device_id, kind)) = parse_topic(&p.topic) else {
                         app.metrics().invalid_batch();
                         tracing::warn!(topic = %p.topic, "message on an unexpected topic");
                         continue;
                     };
-                    let batch = Batch { device_id: device_id.to_owned(), json, publish: p };
+                    let batch = Batch { device_id: device_id.to_owned(), kind, publish: p };
                     if tx.send(batch).await.is_err() {
                         return;
                     }
@@ -135,7 +150,12 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
 
 async fn handle(app: &App, client: &AsyncClient, batch: Batch) {
     let payload = &batch.publish.payload;
-    match app.ingest(&batch.device_id, payload, batch.json).await {
+    let outcome = match batch.kind {
+        Topic::Readings { json } => app.ingest(&batch.device_id, payload, json).await,
+        Topic::Dropped => app.record_dropped(&batch.device_id, payload).await,
+    };
+    let json = batch.kind == Topic::Readings { json: true };
+    match outcome {
         Ok(ack) => {
             if ack.error.is_empty() {
                 app.metrics().readings(ack.rejected);
@@ -143,7 +163,7 @@ async fn handle(app: &App, client: &AsyncClient, batch: Batch) {
                 app.metrics().invalid_batch();
                 tracing::info!(device = %batch.device_id, error = ack.error, "batch refused");
             }
-            let (topic, body) = if batch.json {
+            let (topic, body) = if json {
                 (format!("vaxtrace/v1/devices/{}/ack/json", batch.device_id), ack_json(&batch.device_id, &ack))
             } else {
                 (format!("vaxtrace/v1/devices/{}/ack", batch.device_id), ack_message(&batch.device_id, &ack))
@@ -166,8 +186,10 @@ mod tests {
 
     #[test]
     fn topics_and_urls() {
-        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings"), Some(("abc", false)));
-        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings/json"), Some(("abc", true)));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings"), Some(("abc", Topic::Readings { json: false })));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/readings/json"), Some(("abc", Topic::Readings { json: true })));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/status/dropped"), Some(("abc", Topic::Dropped)));
+        assert_eq!(parse_topic("vaxtrace/v1/devices/abc/status"), None);
         assert_eq!(parse_topic("vaxtrace/v1/devices/abc/ack"), None);
         let c = IngestConfig::from_url("mqtt://u:p@broker:1884", "id".into()).ok();
         assert_eq!(

@@ -449,14 +449,13 @@ macro_rules! sql_telemetry_store {
                         inserted.insert(row.try_get::<i64, _>("seq")?);
                     }
                 }
-                for (seq, reason) in rejects {
-                    sqlx::query("INSERT INTO reading_rejects (device_id, seq, reason, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
-                        .bind(device_id)
-                        .bind(seq)
-                        .bind(*reason)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                for chunk in rejects.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO reading_rejects (device_id, seq, reason, received_at) ");
+                    q.push_values(chunk, |mut b, (seq, reason)| {
+                        b.push_bind(device_id.to_owned()).push_bind(*seq).push_bind(*reason).push_bind(now);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
                 }
                 let above: Vec<i64> = sqlx::query_scalar(
                     "SELECT seq FROM readings WHERE device_id = $1 AND seq > $2 UNION \
