@@ -18,6 +18,9 @@ pub mod coldchain;
 pub mod report;
 pub mod stock;
 pub mod telemetry;
+pub mod webhook;
+
+pub use webhook::{CreatedWebhook, WebhookSettings};
 
 /// The application: a store and the rules around it.
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct App {
     metrics: crate::Metrics,
     /// Serializes alarm evaluation per device in this process.
     probe_locks: Arc<coldchain::ProbeLocks>,
+    /// How webhooks are accepted and delivered.
+    webhooks: Arc<WebhookSettings>,
 }
 
 /// A token just created: its description and the bearer secret, shown once.
@@ -51,6 +56,7 @@ impl App {
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             metrics: crate::Metrics::default(),
             probe_locks: Arc::default(),
+            webhooks: Arc::default(),
         }
     }
 
@@ -58,6 +64,16 @@ impl App {
     /// shutdown waits for in-flight requests and a stream would otherwise never finish.
     pub fn close_streams(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Wakes up on every alert event this process writes (the value is the latest event id).
+    pub(crate) fn event_wakeups(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    /// Turns true when the server shuts down; background work ends then.
+    pub(crate) fn closing_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Passes a store result through, remembering a final refusal under the request's key: a

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/postgres/0004_telemetry.sql")),
     (5, include_str!("../../migrations/postgres/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/postgres/0006_exposures.sql")),
+    (8, include_str!("../../migrations/postgres/0008_webhooks.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
@@ -70,3 +71,4 @@ sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_telemetry_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_webhook_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

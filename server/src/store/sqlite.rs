@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/sqlite/0004_telemetry.sql")),
     (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/sqlite/0006_exposures.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_webhooks.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -80,3 +81,4 @@ sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_telemetry_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_webhook_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
