@@ -31,6 +31,10 @@ struct Cli {
     /// Address of the embedded MQTT broker (used when --mqtt-url is not given).
     #[arg(long, env = "VAXTRACE_MQTT_LISTEN", default_value = "0.0.0.0:1883", global = true)]
     mqtt_listen: SocketAddr,
+    /// Accept and call plain http webhook URLs (for tests and bridges on the same host); without
+    /// it webhooks must be https.
+    #[arg(long, env = "VAXTRACE_WEBHOOK_ALLOW_HTTP", global = true)]
+    webhook_allow_http: bool,
     /// Log filter in `tracing` syntax, for example `info` or `vaxtrace_server=debug,sqlx=warn`.
     #[arg(long, env = "VAXTRACE_LOG", default_value = "info,sqlx=warn,rumqttd=warn", global = true)]
     log: String,
@@ -150,7 +154,10 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, database_url } => {
             tracing::info!(database = %redact(&database_url), "opening database");
-            let app = vaxtrace_server::open(&database_url).await.context("cannot open the database")?;
+            let app = vaxtrace_server::open(&database_url)
+                .await
+                .context("cannot open the database")?
+                .with_webhook_settings(webhook_settings(cli.webhook_allow_http));
             if let Some(t) = app.bootstrap_admin().await? {
                 // Printed to stdout, never logged: the only time this secret is shown.
                 println!(
@@ -164,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             println!("vaxtrace listening on {}", listener.local_addr()?);
             app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval), cli.shipment_overdue_days);
             app.spawn_no_data_sweep(std::time::Duration::from_secs(cli.no_data_check_interval));
+            app.spawn_webhooks();
             let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
             println!("MQTT ingest via {mqtt}");
             vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
@@ -171,7 +179,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo { data_dir, listen } => {
             let alerts = (cli.stock_alert_interval, cli.shipment_overdue_days);
             let no_data_every = std::time::Duration::from_secs(cli.no_data_check_interval);
-            demo(data_dir, listen, alerts, no_data_every, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
+            let webhooks = webhook_settings(cli.webhook_allow_http);
+            demo(data_dir, listen, alerts, no_data_every, webhooks, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
         }
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
@@ -300,6 +309,7 @@ async fn demo(
     listen: SocketAddr,
     (stock_alert_interval, overdue_days): (u64, i64),
     no_data_every: std::time::Duration,
+    webhooks: vaxtrace_server::app::WebhookSettings,
     mqtt_url: Option<&str>,
     mqtt_listen: SocketAddr,
 ) -> anyhow::Result<()> {
@@ -314,7 +324,8 @@ async fn demo(
         }
     };
     let url = format!("sqlite://{}", dir.join("vaxtrace.db").display());
-    let app = vaxtrace_server::open(&url).await.context("cannot open the demo database")?;
+    let app =
+        vaxtrace_server::open(&url).await.context("cannot open the demo database")?.with_webhook_settings(webhooks);
     app.bootstrap_admin().await?;
     let (admin, caller) = vaxtrace_server::demo::demo_admin(&app).await?;
     let seeded = vaxtrace_server::demo::seed(&app, &caller).await?;
@@ -353,8 +364,14 @@ async fn demo(
     );
     app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval), overdue_days);
     app.spawn_no_data_sweep(no_data_every);
+    app.spawn_webhooks();
     vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Webhook delivery as the API documents it, plain http only when the operator allows it.
+fn webhook_settings(allow_http: bool) -> vaxtrace_server::app::WebhookSettings {
+    vaxtrace_server::app::WebhookSettings { allow_http, ..Default::default() }
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ struct Inner {
     readings_rejected: AtomicU64,
     batches_refused: AtomicU64,
     readings_dropped_by_devices: AtomicU64,
+    webhooks_delivered: AtomicU64,
+    webhook_attempts_failed: AtomicU64,
+    webhooks_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -29,6 +32,9 @@ impl Default for Metrics {
             readings_rejected: AtomicU64::new(0),
             batches_refused: AtomicU64::new(0),
             readings_dropped_by_devices: AtomicU64::new(0),
+            webhooks_delivered: AtomicU64::new(0),
+            webhook_attempts_failed: AtomicU64::new(0),
+            webhooks_dropped: AtomicU64::new(0),
         }))
     }
 }
@@ -62,6 +68,21 @@ impl Metrics {
         self.0.batches_refused.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a webhook delivery answered with 2xx.
+    pub fn webhook_delivered(&self) {
+        self.0.webhooks_delivered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a failed webhook attempt (error status, timeout, no connection).
+    pub fn webhook_attempt_failed(&self) {
+        self.0.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a webhook delivery given up on.
+    pub fn webhook_dropped(&self) {
+        self.0.webhooks_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let i = &self.0;
@@ -86,7 +107,16 @@ impl Metrics {
              vaxtrace_batches_refused_total {}\n\
              # HELP vaxtrace_readings_dropped_by_devices_total Readings devices reported lost before sending them.\n\
              # TYPE vaxtrace_readings_dropped_by_devices_total counter\n\
-             vaxtrace_readings_dropped_by_devices_total {}\n",
+             vaxtrace_readings_dropped_by_devices_total {}\n\
+             # HELP vaxtrace_webhook_deliveries_total Webhook deliveries answered with 2xx.\n\
+             # TYPE vaxtrace_webhook_deliveries_total counter\n\
+             vaxtrace_webhook_deliveries_total {}\n\
+             # HELP vaxtrace_webhook_failed_attempts_total Webhook attempts that failed (status, timeout, connection).\n\
+             # TYPE vaxtrace_webhook_failed_attempts_total counter\n\
+             vaxtrace_webhook_failed_attempts_total {}\n\
+             # HELP vaxtrace_webhook_dropped_total Webhook deliveries given up after 24 h of failures.\n\
+             # TYPE vaxtrace_webhook_dropped_total counter\n\
+             vaxtrace_webhook_dropped_total {}\n",
             i.started.elapsed().as_secs(),
             i.grpc_requests.load(Ordering::Relaxed),
             i.grpc_errors.load(Ordering::Relaxed),
@@ -94,6 +124,9 @@ impl Metrics {
             i.readings_rejected.load(Ordering::Relaxed),
             i.batches_refused.load(Ordering::Relaxed),
             i.readings_dropped_by_devices.load(Ordering::Relaxed),
+            i.webhooks_delivered.load(Ordering::Relaxed),
+            i.webhook_attempts_failed.load(Ordering::Relaxed),
+            i.webhooks_dropped.load(Ordering::Relaxed),
         )
     }
 }

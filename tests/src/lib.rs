@@ -70,6 +70,8 @@ pub struct TestServer {
     pub app: App,
     /// Which engine it runs on.
     pub db: TestDb,
+    /// The database URL, for a second server on the same database.
+    pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -77,13 +79,27 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on 127.0.0.1:0 with a fresh database.
     pub async fn start(db: TestDb) -> TestServer {
+        Self::start_inner(db, None).await
+    }
+
+    /// Starts a server as [`TestServer::start`] does, with these webhook settings (plain http
+    /// allowed, short back-off) and the delivery worker running.
+    pub async fn start_with_webhooks(db: TestDb, webhooks: vaxtrace_server::app::WebhookSettings) -> TestServer {
+        Self::start_inner(db, Some(webhooks)).await
+    }
+
+    async fn start_inner(db: TestDb, webhooks: Option<vaxtrace_server::app::WebhookSettings>) -> TestServer {
         // Server logs show up under a failing test (libtest captures them otherwise).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("VAXTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
         let url = db.url().await;
-        let app = vaxtrace_server::open(&url).await.expect("open test database");
+        let mut app = vaxtrace_server::open(&url).await.expect("open test database");
+        if let Some(settings) = webhooks {
+            app = app.with_webhook_settings(settings);
+            app.spawn_webhooks();
+        }
         let admin = app.bootstrap_admin().await.expect("bootstrap").expect("fresh database has no token");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind ephemeral port");
         let addr = listener.local_addr().expect("local addr");
@@ -91,7 +107,7 @@ impl TestServer {
         let task = tokio::spawn(vaxtrace_server::serve(app.clone(), listener, async move {
             let _ = stopped.await;
         }));
-        TestServer { addr, admin_token: admin.secret, app, db, stop: Some(stop), task: Some(task) }
+        TestServer { addr, admin_token: admin.secret, app, db, database_url: url, stop: Some(stop), task: Some(task) }
     }
 
     /// A gRPC channel to the server.

@@ -18,6 +18,9 @@ pub mod coldchain;
 pub mod report;
 pub mod stock;
 pub mod telemetry;
+pub mod webhook;
+
+pub use webhook::{CreatedWebhook, WebhookSettings};
 
 /// The application: a store and the rules around it.
 #[derive(Debug, Clone)]
@@ -33,6 +36,8 @@ pub struct App {
     probe_locks: Arc<coldchain::ProbeLocks>,
     /// Recently read tokens, so a burst of requests costs one token look-up, not one each.
     tokens: Arc<TokenCache>,
+    /// How webhooks are accepted and delivered.
+    webhooks: Arc<WebhookSettings>,
 }
 
 /// How long a token read from the database is trusted without reading it again: the bound on
@@ -88,6 +93,7 @@ impl App {
             metrics: crate::Metrics::default(),
             probe_locks: Arc::default(),
             tokens: Arc::default(),
+            webhooks: Arc::default(),
         }
     }
 
@@ -95,6 +101,16 @@ impl App {
     /// shutdown waits for in-flight requests and a stream would otherwise never finish.
     pub fn close_streams(&self) {
         self.closing.send_replace(true);
+    }
+
+    /// Wakes up on every alert event this process writes (the value is the latest event id).
+    pub(crate) fn event_wakeups(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.events.subscribe()
+    }
+
+    /// Turns true when the server shuts down; background work ends then.
+    pub(crate) fn closing_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Passes a store result through, remembering a final refusal under the request's key: a

@@ -98,6 +98,8 @@ pub enum Action {
     WriteStock,
     /// Set min/max stock policies.
     SetPolicies,
+    /// Create, list and delete webhooks.
+    ManageWebhooks,
 }
 
 impl Caller {
@@ -125,7 +127,9 @@ impl Caller {
             Action::ManageTokens => self.role == Admin,
             Action::ReadStock => self.role != Device,
             Action::WriteStock => matches!(self.role, Admin | NationalOfficer | DistrictOfficer | DepotManager),
-            Action::SetPolicies => matches!(self.role, Admin | NationalOfficer | DistrictOfficer),
+            Action::SetPolicies | Action::ManageWebhooks => {
+                matches!(self.role, Admin | NationalOfficer | DistrictOfficer)
+            }
         };
         if allowed { Ok(()) } else { Err(Error::PermissionDenied) }
     }

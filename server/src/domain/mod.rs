@@ -13,6 +13,7 @@ pub mod stock;
 pub mod telemetry;
 pub mod token;
 pub mod validate;
+pub mod webhook;
 
 pub use authz::{Action, Caller, Role};
 pub use catalog::{Lot, NewLot, NewProduct, Presentation, Product, ProductPatch, VvmType};

@@ -10,6 +10,7 @@ use super::caller;
 use super::convert::timestamp;
 use crate::app::App;
 use crate::domain::alert::{Alert, AlertEvent, Handling};
+use crate::domain::webhook::{Webhook, WebhookInput};
 use crate::error::Error;
 
 /// The AlertService implementation.
@@ -68,12 +69,31 @@ pub fn alert(a: Alert) -> pb::Alert {
     }
 }
 
-fn event(e: AlertEvent) -> pb::AlertEvent {
+/// An alert event on the wire.
+pub(crate) fn event(e: AlertEvent) -> pb::AlertEvent {
     pb::AlertEvent {
         event_id: u64::try_from(e.event_id).unwrap_or(0),
         r#type: e.kind.as_i32(),
         alert: Some(alert(e.alert)),
         time: Some(timestamp(e.time)),
+    }
+}
+
+/// A webhook on the wire (never its secret).
+fn webhook(w: Webhook) -> pb::Webhook {
+    pb::Webhook {
+        id: w.id,
+        scope_facility_id: w.scope_facility_id.unwrap_or_default(),
+        url: w.url,
+        kinds: w.kinds,
+        min_severity: w.min_severity,
+        description: w.description,
+        created_by: w.created_by,
+        create_time: Some(timestamp(w.created_at)),
+        last_success_time: w.last_success_at.map(timestamp),
+        last_failure_time: w.last_failure_at.map(timestamp),
+        last_error: w.last_error,
+        consecutive_failures: w.consecutive_failures,
     }
 }
 
@@ -143,22 +163,45 @@ impl pb::alert_service_server::AlertService for AlertApi {
 
     async fn create_webhook(
         &self,
-        _req: Request<pb::CreateWebhookRequest>,
+        req: Request<pb::CreateWebhookRequest>,
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
-        Err(Error::Unimplemented("webhooks arrive with cold-chain ingest".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let w = r.webhook.unwrap_or_default();
+        let input = WebhookInput {
+            scope_facility_id: w.scope_facility_id,
+            url: w.url,
+            kinds: w.kinds,
+            min_severity: w.min_severity,
+            description: w.description,
+        };
+        let created = self.0.create_webhook(&c, &r.request_id, input, &r.secret).await?;
+        Ok(Response::new(pb::CreateWebhookResponse {
+            webhook: Some(webhook(created.webhook)),
+            secret: created.secret.expose().to_owned(),
+        }))
     }
 
     async fn list_webhooks(
         &self,
-        _req: Request<pb::ListWebhooksRequest>,
+        req: Request<pb::ListWebhooksRequest>,
     ) -> Result<Response<pb::ListWebhooksResponse>, Status> {
-        Err(Error::Unimplemented("webhooks arrive with cold-chain ingest".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let page = self.0.list_webhooks(&c, r.page_size, &r.page_token).await?;
+        Ok(Response::new(pb::ListWebhooksResponse {
+            webhooks: page.items.into_iter().map(webhook).collect(),
+            next_page_token: page.next_page_token,
+        }))
     }
 
     async fn delete_webhook(
         &self,
-        _req: Request<pb::DeleteWebhookRequest>,
+        req: Request<pb::DeleteWebhookRequest>,
     ) -> Result<Response<pb::DeleteWebhookResponse>, Status> {
-        Err(Error::Unimplemented("webhooks arrive with cold-chain ingest".into()).into())
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        self.0.delete_webhook(&c, &r.request_id, &r.id).await?;
+        Ok(Response::new(pb::DeleteWebhookResponse {}))
     }
 }

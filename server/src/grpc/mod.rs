@@ -5,6 +5,7 @@ mod alert;
 mod catalog;
 pub mod convert;
 mod facility;
+pub mod json;
 mod report;
 pub mod status;
 mod stock;

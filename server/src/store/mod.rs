@@ -24,6 +24,8 @@ mod common;
 mod stock_sql;
 #[macro_use]
 mod telemetry_sql;
+#[macro_use]
+mod webhook_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -50,7 +52,9 @@ pub struct StoredToken {
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
-pub trait Store: StockStore + AlertStore + TelemetryStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    StockStore + AlertStore + TelemetryStore + WebhookStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// The engine.
     fn engine(&self) -> Engine;
     /// Checks that the database answers.
@@ -325,6 +329,51 @@ pub trait AlertStore: Send + Sync {
     ) -> Result<Vec<crate::domain::alert::AlertEvent>>;
     /// Deletes events older than an instant (retention).
     async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+}
+
+/// Webhooks and their delivery queue.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores a new webhook scoped to the facility path `scope_path`; it receives the events the
+    /// fan-out has not routed yet (those written from about one worker round before). Returns the webhook and its secret (on a replay: the first webhook, and its
+    /// secret while it still exists).
+    async fn insert_webhook(
+        &self,
+        idem: Option<&Idempotency>,
+        w: &crate::domain::webhook::Webhook,
+        scope_path: &str,
+        secret: &crate::domain::webhook::Secret,
+    ) -> Result<(crate::domain::webhook::Webhook, Option<crate::domain::webhook::Secret>)>;
+    /// One webhook with its scope's facility path.
+    async fn get_webhook(&self, id: &str) -> Result<Option<(crate::domain::webhook::Webhook, String)>>;
+    /// Webhooks whose scope lies under `scope_path`, by id.
+    async fn list_webhooks(
+        &self,
+        scope_path: &str,
+        page: &PageRequest,
+    ) -> Result<Page<crate::domain::webhook::Webhook>>;
+    /// Deletes a webhook and its pending deliveries; false when it does not exist.
+    async fn delete_webhook(&self, idem: Option<&Idempotency>, id: &str) -> Result<bool>;
+    /// Routes up to `limit` events after the fan-out cursor to the webhooks they match, as
+    /// deliveries due at `now`; returns how many events it went through.
+    async fn fan_out_events(&self, limit: i64, now: chrono::DateTime<chrono::Utc>) -> Result<usize>;
+    /// Leases, until `lease_until`, the oldest pending delivery of up to `limit` webhooks whose
+    /// turn has come and that no one else is sending.
+    async fn claim_deliveries(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::webhook::Delivery>>;
+    /// Records what became of an attempt: removes a delivered or dropped delivery, reschedules a
+    /// failed one, and updates the webhook's success and failure fields.
+    async fn finish_delivery(
+        &self,
+        webhook_id: &str,
+        event_id: i64,
+        outcome: &crate::domain::webhook::Outcome,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
 }
 
 /// Devices and their readings.

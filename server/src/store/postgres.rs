@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/postgres/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/postgres/0006_exposures.sql")),
     (7, include_str!("../../migrations/postgres/0007_readings_queries.sql")),
+    (8, include_str!("../../migrations/postgres/0008_webhooks.sql")),
     (10, include_str!("../../migrations/postgres/0010_device_sequence.sql")),
 ];
 
@@ -78,3 +79,4 @@ sql_store_common!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_telemetry_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_webhook_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/sqlite/0005_alarm_state.sql")),
     (6, include_str!("../../migrations/sqlite/0006_exposures.sql")),
     (7, include_str!("../../migrations/sqlite/0007_readings_queries.sql")),
+    (8, include_str!("../../migrations/sqlite/0008_webhooks.sql")),
     (10, include_str!("../../migrations/sqlite/0010_device_sequence.sql")),
 ];
 
@@ -109,3 +110,4 @@ sql_store_common!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_telemetry_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_webhook_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

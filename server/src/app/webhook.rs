@@ -1,0 +1,128 @@
+//! Webhook use cases: register, list and delete endpoints that receive alert events. Delivery
+//! itself runs in the background (`crate::notify`).
+
+use std::time::Duration;
+
+use super::App;
+use crate::domain::webhook::{NewWebhook, RetryPolicy, Secret, WEBHOOK_NOT_FOUND, Webhook, WebhookInput};
+use crate::domain::{Action, Caller, Idempotency, Page, PageRequest, new_id, now, validate};
+use crate::error::{Error, Result};
+
+/// How this server delivers webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// Accept and call plain http URLs (tests, bridges on the same host); https only otherwise.
+    pub allow_http: bool,
+    /// Back-off of failed deliveries.
+    pub retry: RetryPolicy,
+    /// How often to look for work another replica routed or a retry that fell due.
+    pub poll: Duration,
+    /// How long one attempt may take before it counts as failed.
+    pub timeout: Duration,
+    /// How long a claimed delivery stays reserved for its sender; longer than `timeout`, so only a
+    /// sender that died lets another replica send it again.
+    pub lease: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            allow_http: false,
+            retry: RetryPolicy::default(),
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A webhook just created, with its secret (shown in this answer only).
+#[derive(Debug, Clone)]
+pub struct CreatedWebhook {
+    /// The webhook.
+    pub webhook: Webhook,
+    /// The HMAC secret; empty when a replayed request_id finds the webhook deleted since.
+    pub secret: Secret,
+}
+
+impl App {
+    /// Sets how webhooks are accepted and delivered (before the server starts).
+    pub fn with_webhook_settings(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks = std::sync::Arc::new(settings);
+        self
+    }
+
+    /// How webhooks are accepted and delivered.
+    pub fn webhook_settings(&self) -> &WebhookSettings {
+        &self.webhooks
+    }
+
+    /// Registers a webhook for a scope inside the caller's; the secret is the caller's or a
+    /// generated one. An empty scope means the caller's own scope (the whole tree if unscoped).
+    pub async fn create_webhook(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        input: WebhookInput,
+        secret: &str,
+    ) -> Result<CreatedWebhook> {
+        caller.require(Action::ManageWebhooks)?;
+        let new = NewWebhook::parse(input, secret, self.webhooks.allow_http)?;
+        let (scope_facility_id, scope_path) = match &new.scope_facility_id {
+            Some(id) => {
+                let f = self.visible_facility(caller, id, "FACILITY_NOT_FOUND").await?;
+                (Some(f.id), f.path)
+            }
+            None if caller.sees_everything() => (None, "/".to_owned()),
+            None => {
+                let own = caller.scope_path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                (Some(own.to_owned()), caller.scope_path.clone())
+            }
+        };
+        let idem = Idempotency::from_request(caller, "CreateWebhook", request_id, &new.fingerprint())?;
+        let secret = new.secret.clone().unwrap_or_else(Secret::generate);
+        let w = Webhook {
+            id: new_id(),
+            scope_facility_id,
+            url: new.url,
+            kinds: new.kinds,
+            min_severity: new.min_severity,
+            description: new.description,
+            created_by: caller.token_id.clone(),
+            created_at: now(),
+            last_success_at: None,
+            last_failure_at: None,
+            last_error: String::new(),
+            consecutive_failures: 0,
+        };
+        let r = self.store.insert_webhook(idem.as_ref(), &w, &scope_path, &secret).await;
+        let (webhook, secret) = self.remember(idem.as_ref(), r).await?;
+        Ok(CreatedWebhook { webhook, secret: secret.unwrap_or_else(|| Secret::stored(String::new())) })
+    }
+
+    /// Lists the webhooks whose scope lies in the caller's, by id.
+    pub async fn list_webhooks(&self, caller: &Caller, page_size: i32, page_token: &str) -> Result<Page<Webhook>> {
+        caller.require(Action::ManageWebhooks)?;
+        let page = PageRequest::parse(page_size, page_token, &"webhooks")?;
+        self.store.list_webhooks(&caller.scope_path, &page).await
+    }
+
+    /// Deletes a webhook in the caller's scope; its pending deliveries are dropped.
+    pub async fn delete_webhook(&self, caller: &Caller, request_id: &str, id: &str) -> Result<()> {
+        caller.require(Action::ManageWebhooks)?;
+        let id = validate::id("id", id)?;
+        if let Some((_, path)) = self.store.get_webhook(&id).await?
+            && !caller.covers(&path)
+        {
+            return Err(Error::PermissionDenied);
+        }
+        let idem = Idempotency::from_request(caller, "DeleteWebhook", request_id, &id)?;
+        // A missing webhook still goes to the store: a replayed request_id answers as it did first.
+        let r = match self.store.delete_webhook(idem.as_ref(), &id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(caller.not_found(WEBHOOK_NOT_FOUND, "webhook")),
+            Err(e) => Err(e),
+        };
+        self.remember(idem.as_ref(), r).await
+    }
+}
