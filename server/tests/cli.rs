@@ -48,7 +48,10 @@ fn demo_starts_seeds_and_answers_health_checks() {
 
     // export-epcis talks gRPC to the running demo with the admin token and writes the document.
     let file = dir.path().join("events.jsonld");
-    let range = ["--start", "2000-01-01T00:00:00Z", "--end", "2100-01-01T00:00:00Z"];
+    let (start, end) =
+        (chrono::Utc::now() - chrono::Duration::days(300), chrono::Utc::now() + chrono::Duration::days(1));
+    let (start, end) = (start.to_rfc3339(), end.to_rfc3339());
+    let range = ["--start", start.as_str(), "--end", end.as_str()];
     let out = Command::new(BIN)
         .args(["export-epcis", "--server", &format!("http://{addr}"), "--token", &token, "-o"])
         .arg(&file)

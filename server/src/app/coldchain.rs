@@ -258,6 +258,17 @@ impl App {
             };
             written += usize::from(ev.is_some());
         }
+        // While a heat or freeze alarm lasts, stock put into the unit (a delivery, a transfer) is
+        // exposed too: quarantine it at each evaluation, not only when the alarm opened.
+        if [cc::AlarmKind::Heat, cc::AlarmKind::Freeze].into_iter().any(|k| state.is_open(&profile, k)) {
+            let kinds = [al::AlertKind::Heat.as_i32(), al::AlertKind::Freeze.as_i32()];
+            for a in self.store.active_conditions(&kinds).await? {
+                let s = &a.subject;
+                if s.storage_unit_id == unit.id && s.device_id == device.id && s.probe == probe.index {
+                    self.quarantine_unit(&a, &unit).await?;
+                }
+            }
+        }
         self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), last).await?;
         Ok(written)
     }

@@ -666,12 +666,27 @@ macro_rules! sql_stock_store {
                     .rows_affected();
                     if inserted == 1 {
                         fresh.push(d.clone());
+                        continue;
+                    }
+                    // The lot already has an exposure for this alarm: vials that arrived in the
+                    // unit since are quarantined under it too, while it awaits assessment.
+                    let pending: Option<String> = sqlx::query_scalar(
+                        "SELECT id FROM exposures WHERE alert_id = $1 AND lot_id = $2 AND storage_unit_id = $3 AND state = $4",
+                    )
+                    .bind(&x.alert_id)
+                    .bind(&x.lot_id)
+                    .bind(&x.storage_unit_id)
+                    .bind(st::ExposureState::Pending.as_i32())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(id) = pending {
+                        fresh.push(EntryDraft { exposure_id: Some(id), ..d.clone() });
                     }
                 }
                 let op = Operation { id: d::new_id(), actor: actor.to_owned(), request_id: String::new(), drafts: fresh, vvm: Vec::new() };
                 let entries = post_in(&mut tx, &op).await?;
                 for e in &entries {
-                    sqlx::query("UPDATE exposures SET quarantined_vials = $1 WHERE id = $2")
+                    sqlx::query("UPDATE exposures SET quarantined_vials = quarantined_vials + $1 WHERE id = $2")
                         .bind(e.draft.quarantined_change)
                         .bind(&e.draft.exposure_id)
                         .execute(&mut *tx)
