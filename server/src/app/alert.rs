@@ -18,7 +18,7 @@ use crate::domain::{Action, Caller, FacilityKind, Idempotency, Page, PageRequest
 use crate::error::{Error, Result};
 
 impl App {
-    fn published(&self, ev: Option<AlertEvent>) -> usize {
+    pub(crate) fn published(&self, ev: Option<AlertEvent>) -> usize {
         match ev {
             Some(e) => {
                 self.events.send_replace(e.event_id);
@@ -159,7 +159,9 @@ impl App {
         comment: &str,
     ) -> Result<Alert> {
         caller.require(Action::SetPolicies)?;
-        let resolution = Resolution::from_i32(resolution).ok_or_else(|| Error::invalid("resolution", "is required"))?;
+        let resolution = Resolution::from_i32(resolution)
+            .filter(|r| *r != Resolution::Superseded)
+            .ok_or_else(|| Error::invalid("resolution", "is required (SUPERSEDED is set by the server only)"))?;
         let comment = validate::text("comment", comment, 1000)
             .map_err(|_| Error::invalid_because("comment", "COMMENT_REQUIRED", "explain the resolution"))?;
         let mut a = self.visible_alert(caller, id).await?;

@@ -104,7 +104,9 @@ impl App {
             episode_start_ms: e.start_ms,
             ..Default::default()
         };
-        let ev = self.raise_alert_event(&condition(&e, subject, &unit.name, e.at_ms)).await?;
+        let mut c = condition(&e, subject, &unit.name, e.at_ms);
+        c.details.observed_live = true;
+        let ev = self.raise_alert_event(&c).await?;
         self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), evaluated_to).await?;
         if ev.is_some() {
             tracing::warn!(device = %device.id, probe = probe.index, unit = %unit.name, "no data from a logger");
@@ -257,6 +259,34 @@ impl App {
                 }
             };
             written += usize::from(ev.is_some());
+        }
+        // A replay from the first reading is the whole truth about this probe: an episode seen
+        // earlier from part of the data (a gap that was only a gap in arrival, a piece of a longer
+        // episode) that the replay does not produce is withdrawn. Alerts the NO_DATA sweep raised
+        // from a real silence stay: they record what was seen at the time.
+        if after.is_none()
+            && let Some(first) = readings.first()
+        {
+            let produced: std::collections::HashSet<(al::AlertKind, i64)> =
+                events.iter().map(|e| (al::alarm_kind(e.kind), e.start_ms)).collect();
+            let since = first.time.timestamp_millis();
+            for a in self.store.probe_alerts(&device.id, probe.index, &unit.id, since).await? {
+                let superseded =
+                    a.resolution.as_ref().is_some_and(|r| r.resolution == al::Resolution::Superseded.as_i32());
+                if superseded || a.details.observed_live || produced.contains(&(a.kind, a.subject.episode_start_ms)) {
+                    continue;
+                }
+                let handling = al::Handling {
+                    by: "system:coldchain".into(),
+                    time: crate::domain::now(),
+                    resolution: al::Resolution::Superseded.as_i32(),
+                    comment: "late or re-ordered readings showed no such episode".into(),
+                };
+                if let Some(ev) = self.store.supersede(&a.id, &handling).await? {
+                    tracing::info!(alert = %ev.alert.id, kind = ?ev.alert.kind, "alert withdrawn after a replay");
+                    written += self.published(Some(ev));
+                }
+            }
         }
         // While a heat or freeze alarm lasts, stock put into the unit (a delivery, a transfer) is
         // exposed too: quarantine it at each evaluation, not only when the alarm opened.

@@ -81,6 +81,8 @@ int_enum! {
         FalseAlarm = 8,
         /// Other.
         Other = 9,
+        /// Withdrawn by the server: late data showed no such episode.
+        Superseded = 10,
     }
 }
 
@@ -175,6 +177,10 @@ pub struct Details {
     pub quarantined_vials: Option<i64>,
     /// One-line summary.
     pub summary: String,
+    /// Raised from the wall clock while the logger was really silent (NO_DATA sweep), so late
+    /// data never withdraws it: it records what the district saw at the time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed_live: bool,
 }
 
 /// A condition as its evaluator sees it now: raise (or update) the alert, or clear it.

@@ -208,6 +208,41 @@ macro_rules! sql_alert_store {
                 Ok(ev)
             }
 
+            async fn probe_alerts(&self, device_id: &str, probe: u32, storage_unit_id: &str, since_ms: i64) -> Result<Vec<Alert>> {
+                let sql = format!(
+                    "SELECT {ALERT_COLS} FROM alerts a WHERE a.device_id = $1 AND a.probe = $2 AND a.storage_unit_id = $3 \
+                     AND a.episode_start >= $4 ORDER BY a.episode_start"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(device_id)
+                    .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                    .bind(storage_unit_id)
+                    .bind(since_ms)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(alert_row).collect()
+            }
+
+            async fn supersede(&self, id: &str, handling: &al::Handling) -> Result<Option<AlertEvent>> {
+                let mut tx = self.begin_write().await?;
+                let sql = format!("SELECT {ALERT_COLS} FROM alerts a WHERE a.id = $1{}", <$Store>::LOCK);
+                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
+                    return Ok(None);
+                };
+                let mut a = alert_row(&row)?;
+                if a.resolution.as_ref().is_some_and(|r| r.resolution == al::Resolution::Superseded.as_i32()) {
+                    return Ok(None);
+                }
+                a.state = al::AlertState::Resolved;
+                a.condition_active = false;
+                a.resolution = Some(handling.clone());
+                a.updated_at = handling.time;
+                write_alert(&mut tx, &a, false).await?;
+                let ev = write_event(&mut tx, &a, al::EventType::Resolved).await?;
+                tx.commit().await?;
+                Ok(Some(ev))
+            }
+
             async fn active_conditions(&self, kinds: &[i32]) -> Result<Vec<Alert>> {
                 let kinds = kinds.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
                 let sql = format!(

@@ -298,6 +298,20 @@ pub trait AlertStore: Send + Sync {
         subject: &crate::domain::alert::Subject,
         end: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<crate::domain::alert::AlertEvent>>;
+    /// Alerts of one probe in one unit whose episode starts at or after `since_ms`.
+    async fn probe_alerts(
+        &self,
+        device_id: &str,
+        probe: u32,
+        storage_unit_id: &str,
+        since_ms: i64,
+    ) -> Result<Vec<crate::domain::alert::Alert>>;
+    /// Withdraws an alert late data disproved (resolved as SUPERSEDED); `None` if it already was.
+    async fn supersede(
+        &self,
+        id: &str,
+        handling: &crate::domain::alert::Handling,
+    ) -> Result<Option<crate::domain::alert::AlertEvent>>;
     /// Alerts of these kinds whose condition is active (resolved ones included).
     async fn active_conditions(&self, kinds: &[i32]) -> Result<Vec<crate::domain::alert::Alert>>;
     /// One alert with its facility's path.

@@ -1,0 +1,189 @@
+//! Property test through the server's ingest use case: for random temperature histories of one
+//! fridge (breaches of random length, gaps, power cuts), the alerts the server raises — kind,
+//! severity, start, end — are the same whether the readings arrive in order, in shuffled batches
+//! or with batches sent twice (alerts a replay withdrew as SUPERSEDED are no longer alerts; that
+//! they are withdrawn is part of the property). Each case runs on fresh in-memory SQLite servers; one fixed case
+//! also runs on PostgreSQL when configured.
+#![allow(clippy::unwrap_used)]
+
+use chrono::{Duration, Utc};
+use proptest::prelude::*;
+use vaxtrace_proto::signing::encode_signed;
+use vaxtrace_proto::v1 as pb;
+use vaxtrace_proto::v1::alert_service_client::AlertServiceClient;
+use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
+use vaxtrace_tests::world::world;
+use vaxtrace_tests::{TestDb, TestServer, authed};
+
+/// (minutes after the start, °C or None for a sensor fault, mains power).
+type Sample = (i64, Option<f64>, bool);
+
+/// (kind, severity, start, end, condition still active) of every alert, sorted.
+type AlertKey = (i32, i32, i64, Option<i64>, bool);
+
+/// How the readings are delivered.
+#[derive(Debug, Clone)]
+enum Delivery {
+    InOrder,
+    /// Batches of this size, sent in this order (a permutation of the batch indexes).
+    Shuffled(usize, Vec<usize>),
+    /// Every batch sent twice, the second round in reverse.
+    Twice(usize),
+}
+
+async fn alerts_after(db: TestDb, t0: chrono::DateTime<Utc>, samples: &[Sample], delivery: &Delivery) -> Vec<AlertKey> {
+    let srv = TestServer::start(db).await;
+    let w = world(&srv).await;
+    let mut tel = TelemetryServiceClient::new(srv.channel().await);
+    let d = pb::Device {
+        serial: "SN-ORDER".into(),
+        facility_id: w.c.clone(),
+        probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
+        expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+        ..Default::default()
+    };
+    let r = tel
+        .register_device(authed(&w.tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let (id, key) = (r.device.unwrap().id, r.key);
+    let readings: Vec<pb::Reading> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, (minute, temp, power))| pb::Reading {
+            seq: i as u64 + 1,
+            time: Some(prost_types::Timestamp { seconds: (t0 + Duration::minutes(*minute)).timestamp(), nanos: 0 }),
+            temp_c: temp.unwrap_or(0.0),
+            sensor_fault: temp.is_none().then_some(true),
+            power_on: Some(*power),
+            ..Default::default()
+        })
+        .collect();
+    let batches: Vec<Vec<pb::Reading>> = match delivery {
+        Delivery::InOrder => vec![readings],
+        Delivery::Shuffled(size, order) => {
+            let chunks: Vec<Vec<pb::Reading>> = readings.chunks(*size).map(<[pb::Reading]>::to_vec).collect();
+            order.iter().filter_map(|i| chunks.get(*i).cloned()).collect()
+        }
+        Delivery::Twice(size) => {
+            let chunks: Vec<Vec<pb::Reading>> = readings.chunks(*size).map(<[pb::Reading]>::to_vec).collect();
+            chunks.iter().cloned().chain(chunks.iter().rev().cloned()).collect()
+        }
+    };
+    for b in batches {
+        let batch = pb::ReadingBatch { device_id: id.clone(), readings: b, ..Default::default() };
+        let ack = srv.app.ingest(&id, &encode_signed(&batch, Some(&key)).unwrap(), false).await.unwrap();
+        assert_eq!(ack.error, "");
+    }
+    let mut alerts = AlertServiceClient::new(srv.channel().await);
+    let req = pb::ListAlertsRequest { page_size: 1000, ..Default::default() };
+    let mut got: Vec<AlertKey> = alerts
+        .list_alerts(authed(&w.tok, req))
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts
+        .into_iter()
+        // Withdrawn by the server when late data disproved them: not alerts any more.
+        .filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != pb::AlertResolution::Superseded as i32))
+        .map(|a| {
+            (
+                a.kind,
+                a.severity,
+                a.start_time.map_or(0, |t| t.seconds),
+                a.end_time.map(|t| t.seconds),
+                a.condition_active,
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    srv.stop().await;
+    got
+}
+
+/// A fridge's history: runs of readings every 10 minutes at one temperature, with occasional
+/// gaps (longer than the 30-minute no-data limit) and power cuts.
+fn history() -> impl Strategy<Value = Vec<Sample>> {
+    let run = (
+        prop_oneof![Just(Some(5.0)), Just(Some(9.5)), Just(Some(-1.0)), Just(Some(1.5)), Just(None)],
+        1usize..80,
+        prop_oneof![4 => Just(0i64), 1 => 40i64..200],
+        prop_oneof![5 => Just(true), 1 => Just(false)],
+    );
+    proptest::collection::vec(run, 1..8).prop_map(|runs| {
+        let mut out = Vec::new();
+        let mut minute = 0;
+        for (temp, len, gap, power) in runs {
+            minute += gap;
+            for _ in 0..len {
+                out.push((minute, temp, power));
+                minute += 10;
+            }
+        }
+        out
+    })
+}
+
+fn delivery(n: usize) -> impl Strategy<Value = Delivery> {
+    let size = 1usize..20;
+    prop_oneof![
+        size.clone().prop_flat_map(move |s| {
+            let count = n.div_ceil(s).max(1);
+            Just((0..count).collect::<Vec<_>>()).prop_shuffle().prop_map(move |o| Delivery::Shuffled(s, o))
+        }),
+        size.prop_map(Delivery::Twice),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, max_shrink_iters: 0, ..ProptestConfig::default() })]
+    #[test]
+    fn alerts_do_not_depend_on_arrival_order((samples, how) in history().prop_flat_map(|h| {
+        let n = h.len();
+        (Just(h), delivery(n))
+    })) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let t0 = Utc::now() - Duration::days(3);
+        let (in_order, other) = rt.block_on(async {
+            (alerts_after(TestDb::Sqlite, t0, &samples, &Delivery::InOrder).await, alerts_after(TestDb::Sqlite, t0, &samples, &how).await)
+        });
+        prop_assert_eq!(&in_order, &other, "samples {:?} delivered {:?}", samples, how);
+    }
+}
+
+/// One fixed history with every kind of event, on every engine, shuffled against in order.
+#[tokio::test]
+async fn a_mixed_history_gives_the_same_alerts_shuffled_on_every_engine() {
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut minute = 0;
+    for (temp, len, gap, power) in [
+        (Some(5.0), 10, 0, true),
+        (Some(9.5), 70, 0, true),
+        (Some(5.0), 5, 0, true),
+        (Some(-1.0), 8, 60, false),
+        (None, 3, 0, true),
+        (Some(4.0), 6, 0, true),
+    ] {
+        minute += gap;
+        for _ in 0..len {
+            samples.push((minute, temp, power));
+            minute += 10;
+        }
+    }
+    let n = samples.len().div_ceil(7);
+    let order: Vec<usize> = (0..n).rev().collect();
+    let t0 = Utc::now() - Duration::days(3);
+    for db in TestDb::all() {
+        let in_order = alerts_after(db.clone(), t0, &samples, &Delivery::InOrder).await;
+        assert!(
+            in_order.iter().any(|a| a.0 == pb::AlertKind::Heat as i32),
+            "the history holds a heat alarm: {in_order:?}"
+        );
+        assert!(in_order.iter().any(|a| a.0 == pb::AlertKind::Freeze as i32), "and a freeze alarm: {in_order:?}");
+        let shuffled = alerts_after(db.clone(), t0, &samples, &Delivery::Shuffled(7, order.clone())).await;
+        assert_eq!(in_order, shuffled, "{db:?}");
+        let twice = alerts_after(db, t0, &samples, &Delivery::Twice(5)).await;
+        assert_eq!(in_order, twice);
+    }
+}
