@@ -19,6 +19,10 @@ struct Cli {
     /// wastage, overdue shipments).
     #[arg(long, env = "VAXTRACE_STOCK_ALERT_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     stock_alert_interval: u64,
+    /// Days of raw readings to keep (0 = keep all); hourly rollups are kept for good. On
+    /// PostgreSQL whole monthly partitions are dropped.
+    #[arg(long, env = "VAXTRACE_READINGS_RETENTION_DAYS", default_value_t = 0, global = true)]
+    readings_retention_days: u32,
     /// Seconds between checks for silent loggers (NO_DATA after 3 × a device's interval).
     #[arg(long, env = "VAXTRACE_NO_DATA_CHECK_INTERVAL", default_value_t = 60, global = true, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     no_data_check_interval: u64,
@@ -171,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
             println!("vaxtrace listening on {}", listener.local_addr()?);
             app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval), cli.shipment_overdue_days);
             app.spawn_no_data_sweep(std::time::Duration::from_secs(cli.no_data_check_interval));
+            app.spawn_readings_maintenance((cli.readings_retention_days > 0).then_some(cli.readings_retention_days));
             app.spawn_webhooks();
             let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
             println!("MQTT ingest via {mqtt}");
@@ -364,6 +369,7 @@ async fn demo(
     );
     app.spawn_stock_alerts(std::time::Duration::from_secs(stock_alert_interval), overdue_days);
     app.spawn_no_data_sweep(no_data_every);
+    app.spawn_readings_maintenance(None);
     app.spawn_webhooks();
     vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
     Ok(())

@@ -114,6 +114,27 @@ impl App {
         Ok(usize::from(ev.is_some()))
     }
 
+    /// Readings housekeeping now and then every hour: the coming months' partitions
+    /// (PostgreSQL) and, with `retention_days`, deleting readings older than that (hourly
+    /// rollups are kept, so long-range charts still work).
+    pub fn spawn_readings_maintenance(&self, retention_days: Option<u32>) -> tokio::task::JoinHandle<()> {
+        let app = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = Utc::now();
+                let keep_after = retention_days.map(|d| now - chrono::Duration::days(i64::from(d)));
+                match app.store.maintain_readings(now, keep_after).await {
+                    Ok(n) if n > 0 => tracing::info!(deleted = n, "readings past retention deleted"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "readings maintenance failed"),
+                }
+            }
+        })
+    }
+
     /// Runs [`App::sweep_no_data`] every `every` until the process ends.
     pub fn spawn_no_data_sweep(&self, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
         let app = self.clone();

@@ -472,6 +472,14 @@ pub trait TelemetryStore: Send + Sync {
         device_id: &str,
         probe: u32,
     ) -> Result<Option<(Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
+    /// Readings housekeeping: creates the coming months' partitions (PostgreSQL) and, with
+    /// `keep_after`, deletes readings taken before it (whole partitions first); hourly rollups
+    /// are kept. Returns the rows deleted one by one.
+    async fn maintain_readings(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        keep_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<u64>;
     /// Every probe's alarm state: (device, probe, state bytes, reading time reached).
     async fn alarm_states(&self) -> Result<Vec<(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
     /// Saves a probe's alarm state.

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/postgres/0007_readings_queries.sql")),
     (8, include_str!("../../migrations/postgres/0008_webhooks.sql")),
     (10, include_str!("../../migrations/postgres/0010_device_sequence.sql")),
+    (11, include_str!("../../migrations/postgres/0011_readings_at_scale.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
@@ -30,6 +31,11 @@ impl PgStore {
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(7261)";
     const LOCK: &str = " FOR UPDATE";
+    /// Readings are partitioned by time, so their key is (device_id, seq, time).
+    const SEQ_KEY_HOLDS_TIME: bool = true;
+    /// Two-argument minimum and maximum.
+    const LEAST: &str = "LEAST";
+    const GREATEST: &str = "GREATEST";
     /// Whole epoch seconds of `r.time`. date_part is double precision (exact to the microsecond
     /// for these dates) and about twice as fast as EXTRACT, which is numeric since PostgreSQL 14.
     const EPOCH_SECS: &str = "CAST(floor(date_part('epoch', r.time)) AS BIGINT)";
@@ -68,6 +74,64 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         Ok(Box::new(tx))
+    }
+
+    /// Creates this month's and the next two months' partitions of readings, and drops monthly
+    /// partitions wholly before `keep_after`. A month whose rows already sit in the default
+    /// partition (a backlog that arrived before its month existed) stays there: PostgreSQL
+    /// refuses such a partition, and the readings are served the same either way.
+    async fn maintain_partitions(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        keep_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> crate::error::Result<()> {
+        use chrono::Datelike as _;
+        let month_start = |y: i32, m: u32| chrono::NaiveDate::from_ymd_opt(y, m, 1);
+        let (mut y, mut m) = (now.year(), now.month());
+        for _ in 0..3 {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            if let (Some(from), Some(to)) = (month_start(y, m), month_start(ny, nm)) {
+                let name = format!("readings_{y:04}_{m:02}");
+                let exists: Option<i32> = sqlx::query_scalar(
+                    "SELECT 1 FROM pg_class WHERE relname = $1 AND relnamespace = current_schema()::regnamespace",
+                )
+                .bind(&name)
+                .fetch_optional(&self.pool)
+                .await?;
+                if exists.is_none() {
+                    let sql = format!(
+                        "CREATE TABLE {name} PARTITION OF readings FOR VALUES FROM ('{from}T00:00:00Z') TO ('{to}T00:00:00Z')"
+                    );
+                    if let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&self.pool).await {
+                        tracing::warn!(partition = %name, error = %e, "cannot create a readings partition; its rows stay in the default partition");
+                    }
+                }
+            }
+            (y, m) = (ny, nm);
+        }
+        let Some(cutoff) = keep_after else { return Ok(()) };
+        let parts: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'readings'::regclass AND c.relname::text ~ '^readings_[0-9]{4}_[0-9]{2}$'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for name in parts {
+            let (Some(y), Some(m)) =
+                (name.get(9..13).and_then(|v| v.parse().ok()), name.get(14..16).and_then(|v| v.parse::<u32>().ok()))
+            else {
+                continue;
+            };
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            let Some(end) = month_start(ny, nm).and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| d.and_utc()) else {
+                continue;
+            };
+            if end <= cutoff {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {name}"))).execute(&self.pool).await?;
+                tracing::info!(partition = %name, "readings partition dropped by retention");
+            }
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> crate::error::Result<()> {

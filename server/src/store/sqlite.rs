@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/sqlite/0007_readings_queries.sql")),
     (8, include_str!("../../migrations/sqlite/0008_webhooks.sql")),
     (10, include_str!("../../migrations/sqlite/0010_device_sequence.sql")),
+    (11, include_str!("../../migrations/sqlite/0011_readings_at_scale.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
@@ -34,6 +35,11 @@ impl SqliteStore {
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT 1";
     const LOCK: &str = "";
+    /// The readings key is (device_id, seq) alone.
+    const SEQ_KEY_HOLDS_TIME: bool = false;
+    /// Two-argument minimum and maximum.
+    const LEAST: &str = "min";
+    const GREATEST: &str = "max";
     /// Whole epoch seconds of `r.time`, stored as RFC 3339 text.
     const EPOCH_SECS: &str = "CAST(strftime('%s', r.time) AS INTEGER)";
     /// Joins each unit `u` to its latest reading `r`: SQLite has no LATERAL, so a correlated
@@ -94,6 +100,15 @@ impl SqliteStore {
     /// SQLite serves one process, whose per-device mutex already serializes evaluation.
     async fn evaluation_lock(&self, _device_id: &str) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
         Ok(Box::new(()))
+    }
+
+    /// SQLite has no partitions; retention deletes rows.
+    async fn maintain_partitions(
+        &self,
+        _now: chrono::DateTime<chrono::Utc>,
+        _keep_after: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> crate::error::Result<()> {
+        Ok(())
     }
 
     async fn migrate(&self) -> crate::error::Result<()> {

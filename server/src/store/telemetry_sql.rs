@@ -342,8 +342,42 @@ macro_rules! sql_telemetry_store {
             }
 
             async fn bucket_readings(&self, storage_unit_id: &str, b: &tm::Bucketing) -> Result<Vec<tm::ReadingBucket>> {
-                // One pass over the unit's index range; the engine aggregates, so a month of
-                // one-minute readings never leaves the database row by row.
+                // Whole hours come from the hourly rollups: a month is 720 rows, not 43,200.
+                let hourly = |t: chrono::DateTime<chrono::Utc>| t.timestamp().rem_euclid(3600) == 0 && t.timestamp_subsec_nanos() == 0;
+                let sql = if b.width_secs % 3600 == 0 && hourly(b.range.start) && hourly(b.range.end) {
+                    "SELECT hour / $4 AS bucket, MIN(min_c) AS lo, SUM(sum_c) / SUM(count) AS mean, MAX(max_c) AS hi, \
+                     CAST(SUM(count) AS BIGINT) AS n FROM reading_rollups WHERE storage_unit_id = $1 \
+                     AND hour >= $2 AND hour < $3 GROUP BY hour / $4 ORDER BY bucket"
+                        .to_owned()
+                } else {
+                    String::new()
+                };
+                if !sql.is_empty() {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(storage_unit_id)
+                        .bind(b.range.start.timestamp())
+                        .bind(b.range.end.timestamp())
+                        .bind(b.width_secs)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    return rows
+                        .iter()
+                        .map(|r| {
+                            let bucket: i64 = r.try_get("bucket")?;
+                            let start = chrono::DateTime::from_timestamp(bucket.saturating_mul(b.width_secs), 0)
+                                .ok_or_else(|| Error::Internal(format!("bucket {bucket} out of range")))?;
+                            Ok(tm::ReadingBucket {
+                                start,
+                                min_temp_c: r.try_get("lo")?,
+                                mean_temp_c: r.try_get("mean")?,
+                                max_temp_c: r.try_get("hi")?,
+                                count: r.try_get("n")?,
+                            })
+                        })
+                        .collect();
+                }
+                // Otherwise one pass over the unit's index range; the engine aggregates, so a
+                // month of one-minute readings never leaves the database row by row.
                 let sql = format!(
                     "SELECT bucket, MIN(temp_c) AS lo, AVG(temp_c) AS mean, MAX(temp_c) AS hi, CAST(COUNT(*) AS BIGINT) AS n \
                      FROM (SELECT {} / $4 AS bucket, r.temp_c FROM readings r WHERE r.storage_unit_id = $1 \
@@ -423,9 +457,29 @@ macro_rules! sql_telemetry_store {
                 let sql = format!("SELECT last_seq FROM devices WHERE id = $1{}", <$Store>::LOCK);
                 let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
                 let mut inserted = std::collections::HashSet::new();
+                // Where the table's key also holds the time (PostgreSQL partitions), a re-sent seq
+                // with another time would not conflict: drop seqs already stored, under the lock.
+                let mut once = std::collections::HashSet::new();
+                let mut fresh: Vec<&tm::StoredReading> = readings.iter().filter(|r| once.insert(r.seq)).collect();
+                if <$Store>::SEQ_KEY_HOLDS_TIME && !fresh.is_empty() {
+                    let mut stored = std::collections::HashSet::new();
+                    for chunk in readings.chunks(READING_CHUNK) {
+                        let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT seq FROM readings WHERE device_id = ");
+                        q.push_bind(device_id.to_owned()).push(" AND seq IN (");
+                        let mut list = q.separated(", ");
+                        for r in chunk {
+                            list.push_bind(r.seq);
+                        }
+                        list.push_unseparated(")");
+                        for row in q.build().fetch_all(&mut *tx).await? {
+                            stored.insert(row.try_get::<i64, _>("seq")?);
+                        }
+                    }
+                    fresh.retain(|r| !stored.contains(&r.seq));
+                }
                 // One multi-row statement per chunk: a logger's backlog of thousands of readings
                 // costs a few round trips, not one each. RETURNING names the rows that were new.
-                for chunk in readings.chunks(READING_CHUNK) {
+                for chunk in fresh.chunks(READING_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new(
                         "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
                          door_open, sensor_fault, received_at, verified) ",
@@ -448,6 +502,31 @@ macro_rules! sql_telemetry_store {
                     for row in q.build().fetch_all(&mut *tx).await? {
                         inserted.insert(row.try_get::<i64, _>("seq")?);
                     }
+                }
+                // Hourly rollups of the new readings, in the same transaction as the readings.
+                let mut hours: BTreeMap<(String, i64), (f64, f64, f64, i64)> = BTreeMap::new();
+                for r in fresh.iter().filter(|r| inserted.contains(&r.seq) && !r.sensor_fault) {
+                    let Some(t) = r.temp_c else { continue };
+                    let hour = r.time.timestamp().div_euclid(3600) * 3600;
+                    let e = hours.entry((r.storage_unit_id.clone(), hour)).or_insert((t, t, 0.0, 0));
+                    *e = (e.0.min(t), e.1.max(t), e.2 + t, e.3 + 1);
+                }
+                let hours: Vec<_> = hours.into_iter().collect();
+                for chunk in hours.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count) ",
+                    );
+                    q.push_values(chunk, |mut b, ((unit, hour), (lo, hi, sum, n))| {
+                        b.push_bind(unit.clone()).push_bind(*hour).push_bind(*lo).push_bind(*hi).push_bind(*sum).push_bind(*n);
+                    });
+                    q.push(format!(
+                        " ON CONFLICT (storage_unit_id, hour) DO UPDATE SET \
+                         min_c = {lo}(reading_rollups.min_c, excluded.min_c), max_c = {hi}(reading_rollups.max_c, excluded.max_c), \
+                         sum_c = reading_rollups.sum_c + excluded.sum_c, count = reading_rollups.count + excluded.count",
+                        lo = <$Store>::LEAST,
+                        hi = <$Store>::GREATEST
+                    ));
+                    q.build().execute(&mut *tx).await?;
                 }
                 for chunk in rejects.chunks(READING_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO reading_rejects (device_id, seq, reason, received_at) ");
@@ -490,6 +569,17 @@ macro_rules! sql_telemetry_store {
                     Some(r) => Ok(Some((r.try_get("state")?, r.try_get("evaluated_to")?))),
                     None => Ok(None),
                 }
+            }
+
+            async fn maintain_readings(
+                &self,
+                now: chrono::DateTime<chrono::Utc>,
+                keep_after: Option<chrono::DateTime<chrono::Utc>>,
+            ) -> Result<u64> {
+                self.maintain_partitions(now, keep_after).await?;
+                let Some(cutoff) = keep_after else { return Ok(0) };
+                let n = sqlx::query("DELETE FROM readings WHERE time < $1").bind(cutoff).execute(&self.pool).await?.rows_affected();
+                Ok(n)
             }
 
             async fn alarm_states(&self) -> Result<Vec<(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
