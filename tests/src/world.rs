@@ -158,3 +158,30 @@ pub async fn check_ledger(w: &mut World, db: &str) -> HashMap<(String, String), 
     assert!(sums.values().all(|s| *s == (0, 0)), "{db}: entries without a balance row: {sums:?}");
     out
 }
+
+/// Registers a one-probe logger at `facility` measuring `unit` every `interval_secs`; returns its
+/// id and HMAC key.
+pub async fn register_logger(
+    srv: &TestServer,
+    tok: &str,
+    facility: &str,
+    unit: &str,
+    interval_secs: i64,
+) -> (String, Vec<u8>) {
+    let mut tel = vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient::new(srv.channel().await);
+    let d = pb::Device {
+        serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+        name: "logger".into(),
+        model: "Model A".into(),
+        facility_id: facility.into(),
+        probes: vec![pb::Probe { index: 0, storage_unit_id: unit.into(), label: "probe 0".into() }],
+        expected_interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
+        ..Default::default()
+    };
+    let r = tel
+        .register_device(authed(tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
+        .await
+        .expect("test world set-up")
+        .into_inner();
+    (r.device.map(|d| d.id).unwrap_or_default(), r.key)
+}

@@ -11,8 +11,7 @@ use proptest::prelude::*;
 use vaxtrace_proto::signing::encode_signed;
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::alert_service_client::AlertServiceClient;
-use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::world::world;
+use vaxtrace_tests::world::{register_logger, world};
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 /// (minutes after the start, °C or None for a sensor fault, mains power).
@@ -34,20 +33,7 @@ enum Delivery {
 async fn alerts_after(db: TestDb, t0: chrono::DateTime<Utc>, samples: &[Sample], delivery: &Delivery) -> Vec<AlertKey> {
     let srv = TestServer::start(db).await;
     let w = world(&srv).await;
-    let mut tel = TelemetryServiceClient::new(srv.channel().await);
-    let d = pb::Device {
-        serial: "SN-ORDER".into(),
-        facility_id: w.c.clone(),
-        probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
-        expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-        ..Default::default()
-    };
-    let r = tel
-        .register_device(authed(&w.tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
-        .await
-        .unwrap()
-        .into_inner();
-    let (id, key) = (r.device.unwrap().id, r.key);
+    let (id, key) = register_logger(&srv, &w.tok, &w.c, &w.cu, 600).await;
     let readings: Vec<pb::Reading> = samples
         .iter()
         .enumerate()
@@ -137,7 +123,7 @@ fn delivery(n: usize) -> impl Strategy<Value = Delivery> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, max_shrink_iters: 0, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, max_shrink_iters: 0, ..ProptestConfig::default() })]
     #[test]
     fn alerts_do_not_depend_on_arrival_order((samples, how) in history().prop_flat_map(|h| {
         let n = h.len();

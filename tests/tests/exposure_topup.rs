@@ -6,8 +6,7 @@
 use chrono::{Duration, Utc};
 use vaxtrace_proto::signing::encode_signed;
 use vaxtrace_proto::v1 as pb;
-use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::world::{check_ledger, receive, world};
+use vaxtrace_tests::world::{check_ledger, receive, register_logger, world};
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 #[tokio::test]
@@ -19,21 +18,7 @@ async fn stock_arriving_during_a_heat_alarm_is_quarantined_too() {
         let tok = w.tok.clone();
         let nu1 = w.nu1.clone();
         receive(&mut w, &nu1, 0, 100, "").await.unwrap();
-        let mut tel = TelemetryServiceClient::new(srv.channel().await);
-        let d = pb::Device {
-            serial: "SN-TOPUP".into(),
-            name: "walk-in cold room".into(),
-            facility_id: w.n.clone(),
-            probes: vec![pb::Probe { index: 0, storage_unit_id: nu1.clone(), label: "WIC".into() }],
-            expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-            ..Default::default()
-        };
-        let r = tel
-            .register_device(authed(&tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
-            .await
-            .unwrap()
-            .into_inner();
-        let (id, key) = (r.device.unwrap().id, r.key);
+        let (id, key) = register_logger(&srv, &tok, &w.n, &nu1, 600).await;
         let t0 = Utc::now() - Duration::hours(12);
         let mut seq = 0u64;
         let mut send = async |from: i64, to: i64, temp: f64| {

@@ -8,8 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use vaxtrace_proto::signing::encode_signed;
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::alert_service_client::AlertServiceClient;
-use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::world::world;
+use vaxtrace_tests::world::{register_logger, world};
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 struct Dev {
@@ -23,22 +22,8 @@ fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
 }
 
 async fn register(srv: &TestServer, tok: &str, facility: &str, unit: &str) -> Dev {
-    let mut tel = TelemetryServiceClient::new(srv.channel().await);
-    let d = pb::Device {
-        serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
-        name: "logger".into(),
-        model: "Model A".into(),
-        facility_id: facility.into(),
-        probes: vec![pb::Probe { index: 0, storage_unit_id: unit.into(), label: "fridge".into() }],
-        expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-        ..Default::default()
-    };
-    let r = tel
-        .register_device(authed(tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
-        .await
-        .unwrap()
-        .into_inner();
-    Dev { id: r.device.unwrap().id, key: r.key, next_seq: 1 }
+    let (id, key) = register_logger(srv, tok, facility, unit, 600).await;
+    Dev { id, key, next_seq: 1 }
 }
 
 /// Ingests in-range readings taken at `times`, as the MQTT subscriber would hand them over.

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use vaxtrace_proto::signing::encode_signed;
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::world::world;
+use vaxtrace_tests::world::{register_logger, world};
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -28,19 +28,7 @@ async fn rollups_dedup_and_retention() {
         let w = world(&srv).await;
         let tok = w.tok.clone();
         let mut tel = TelemetryServiceClient::new(srv.channel().await);
-        let d = pb::Device {
-            serial: "SN-SCALE".into(),
-            facility_id: w.c.clone(),
-            probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
-            expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
-            ..Default::default()
-        };
-        let r = tel
-            .register_device(authed(&tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
-            .await
-            .unwrap()
-            .into_inner();
-        let (id, key) = (r.device.unwrap().id, r.key);
+        let (id, key) = register_logger(&srv, &tok, &w.c, &w.cu, 600).await;
         let now = Utc::now();
         let old = hour_of(now - Duration::days(100));
         let recent = hour_of(now - Duration::hours(4));

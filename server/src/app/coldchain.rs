@@ -42,6 +42,18 @@ pub fn profile_for(unit: TemperatureProfile, interval_secs: i64) -> cc::Profile 
     p.with_expected_interval_ms(interval_secs.saturating_mul(1000))
 }
 
+/// The alert subject of one episode of a probe in its unit.
+fn subject(unit: &crate::domain::StorageUnit, device: &Device, probe: &Probe, episode_start_ms: i64) -> Subject {
+    Subject {
+        facility_id: unit.facility_id.clone(),
+        storage_unit_id: unit.id.clone(),
+        device_id: device.id.clone(),
+        probe: probe.index,
+        episode_start_ms,
+        ..Default::default()
+    }
+}
+
 /// The alert condition of an opening or escalating transition whose episode reaches `through_ms`.
 fn condition(e: &cc::AlarmEvent, subject: Subject, unit_name: &str, through_ms: i64) -> Condition {
     Condition {
@@ -96,15 +108,7 @@ impl App {
         let profile = profile_for(unit.temperature_profile, device.expected_interval_secs);
         let mut state = cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?;
         let Some(e) = cc::check_no_data(&profile, &mut state, now.timestamp_millis()) else { return Ok(0) };
-        let subject = Subject {
-            facility_id: unit.facility_id.clone(),
-            storage_unit_id: unit.id.clone(),
-            device_id: device.id.clone(),
-            probe: probe.index,
-            episode_start_ms: e.start_ms,
-            ..Default::default()
-        };
-        let mut c = condition(&e, subject, &unit.name, e.at_ms);
+        let mut c = condition(&e, subject(&unit, device, probe, e.start_ms), &unit.name, e.at_ms);
         c.details.observed_live = true;
         let ev = self.raise_alert_event(&c).await?;
         self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), evaluated_to).await?;
@@ -243,19 +247,14 @@ impl App {
         for e in &events {
             let r = reach.entry((e.kind, e.start_ms)).or_insert(last_ms);
             if e.transition == cc::Transition::Closed {
-                *r = e.at_ms;
+                // The closing reading is not part of the episode, and the next episode may start
+                // at that very reading: its alert must not be mistaken for part of this one.
+                *r = e.at_ms - 1;
             }
         }
         let mut written = 0;
         for e in &events {
-            let subject = Subject {
-                facility_id: unit.facility_id.clone(),
-                storage_unit_id: unit.id.clone(),
-                device_id: device.id.clone(),
-                probe: probe.index,
-                episode_start_ms: e.start_ms,
-                ..Default::default()
-            };
+            let subject = subject(&unit, device, probe, e.start_ms);
             let kind = al::alarm_kind(e.kind);
             let quarantines = matches!(kind, al::AlertKind::Heat | al::AlertKind::Freeze);
             let ev = match e.transition {

@@ -41,6 +41,20 @@ macro_rules! sql_telemetry_store {
             })
         }
 
+        /// One bucket of a downsampling query (`bucket`, `lo`, `mean`, `hi`, `n`).
+        fn bucket_row(r: &$Row, width_secs: i64) -> Result<tm::ReadingBucket> {
+            let bucket: i64 = r.try_get("bucket")?;
+            let start = chrono::DateTime::from_timestamp(bucket.saturating_mul(width_secs), 0)
+                .ok_or_else(|| Error::Internal(format!("bucket {bucket} out of range")))?;
+            Ok(tm::ReadingBucket {
+                start,
+                min_temp_c: r.try_get("lo")?,
+                mean_temp_c: r.try_get("mean")?,
+                max_temp_c: r.try_get("hi")?,
+                count: r.try_get("n")?,
+            })
+        }
+
         fn device_row(r: &$Row, probes: Vec<tm::Probe>) -> Result<Device> {
             Ok(Device {
                 id: r.try_get("id")?,
@@ -360,21 +374,7 @@ macro_rules! sql_telemetry_store {
                         .bind(b.width_secs)
                         .fetch_all(&self.pool)
                         .await?;
-                    return rows
-                        .iter()
-                        .map(|r| {
-                            let bucket: i64 = r.try_get("bucket")?;
-                            let start = chrono::DateTime::from_timestamp(bucket.saturating_mul(b.width_secs), 0)
-                                .ok_or_else(|| Error::Internal(format!("bucket {bucket} out of range")))?;
-                            Ok(tm::ReadingBucket {
-                                start,
-                                min_temp_c: r.try_get("lo")?,
-                                mean_temp_c: r.try_get("mean")?,
-                                max_temp_c: r.try_get("hi")?,
-                                count: r.try_get("n")?,
-                            })
-                        })
-                        .collect();
+                    return rows.iter().map(|r| bucket_row(r, b.width_secs)).collect();
                 }
                 // Otherwise one pass over the unit's index range; the engine aggregates, so a
                 // month of one-minute readings never leaves the database row by row.
@@ -392,20 +392,7 @@ macro_rules! sql_telemetry_store {
                     .bind(b.width_secs)
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
-                    .map(|r| {
-                        let bucket: i64 = r.try_get("bucket")?;
-                        let start = chrono::DateTime::from_timestamp(bucket.saturating_mul(b.width_secs), 0)
-                            .ok_or_else(|| Error::Internal(format!("bucket {bucket} out of range")))?;
-                        Ok(tm::ReadingBucket {
-                            start,
-                            min_temp_c: r.try_get("lo")?,
-                            mean_temp_c: r.try_get("mean")?,
-                            max_temp_c: r.try_get("hi")?,
-                            count: r.try_get("n")?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(|r| bucket_row(r, b.width_secs)).collect()
             }
 
             async fn latest_readings(
