@@ -10,6 +10,7 @@ pub mod error;
 pub mod grpc;
 pub mod ingest;
 pub mod metrics;
+pub mod onboard;
 pub mod store;
 pub mod web;
 
