@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod ingest;
 pub mod metrics;
 pub mod notify;
+pub mod onboard;
 pub mod store;
 pub mod web;
 

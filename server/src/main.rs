@@ -1,4 +1,7 @@
-//! `vaxtrace-server`: serve the API, run the demo, migrate, issue tokens.
+//! `vaxtrace-server`: serve the API, run the demo, migrate, and administer a country: bulk
+//! import and export, tokens, devices, backups, shell completions.
+
+mod cli_admin;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -105,6 +108,36 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Validate and import a country from CSV files (facility tree with storage units, products,
+    /// lots with opening balances, min/max policies, loggers with probes, tokens; or a DHIS2
+    /// organisation-unit export), directly into the database, all or nothing. Importing the same
+    /// files again changes nothing. Formats: onboarding/README.md.
+    Import(cli_admin::ImportArgs),
+    /// Export every entity in the import formats (so an export imports into an empty database as
+    /// the same data), or with `readings`, one storage unit's readings.
+    Export(cli_admin::ExportArgs),
+    /// Manage temperature loggers directly in the database.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+    /// Copy a SQLite database to a new file while the server keeps running (VACUUM INTO: one
+    /// consistent snapshot). For PostgreSQL, prints pg_dump guidance and exits with status 2.
+    Backup(cli_admin::BackupArgs),
+    /// Print a shell completion script, for example `vaxtrace-server completions bash >
+    /// /etc/bash_completion.d/vaxtrace-server`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Register a logger with its probes and print its HMAC key once (validated like devices.csv
+    /// and probes.csv rows; registering the same device again changes nothing).
+    Register(cli_admin::DeviceRegisterArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,6 +159,21 @@ enum TokenCommand {
         /// Whose token this is.
         #[arg(long)]
         description: String,
+    },
+    /// List tokens as CSV (never their secrets).
+    List {
+        #[command(flatten)]
+        db: cli_admin::Db,
+        /// Include revoked tokens.
+        #[arg(long)]
+        include_revoked: bool,
+    },
+    /// Revoke a token; servers stop accepting it within 5 seconds.
+    Revoke {
+        #[command(flatten)]
+        db: cli_admin::Db,
+        /// The token id (the part after `vxt_`, as `token list` shows it).
+        id: String,
     },
 }
 
@@ -202,6 +250,19 @@ async fn main() -> anyhow::Result<()> {
             let app = vaxtrace_server::open(&database_url).await.context("cannot open the database")?;
             let t = app.create_token_local(&new).await?;
             println!("token id {} ({}):\n{}", t.token.id, role.name(), t.secret);
+        }
+        Command::Token { command: TokenCommand::List { db, include_revoked } } => {
+            cli_admin::token_list(db, include_revoked).await?;
+        }
+        Command::Token { command: TokenCommand::Revoke { db, id } } => cli_admin::token_revoke(db, &id).await?,
+        Command::Import(a) => cli_admin::import(a).await?,
+        Command::Export(a) => cli_admin::export(a).await?,
+        Command::Device { command: DeviceCommand::Register(a) } => cli_admin::device_register(a).await?,
+        Command::Backup(a) => cli_admin::backup(a).await?,
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "vaxtrace-server", &mut std::io::stdout());
         }
     }
     Ok(())

@@ -117,3 +117,169 @@ fn migrate_and_token_create_on_a_file_database() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).env("VAXTRACE_LOG", "warn").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../onboarding/example");
+
+#[test]
+fn import_the_example_country_then_export_backup_and_manage_tokens_and_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.db");
+    let url = format!("sqlite://{}", db.display());
+    let (ok, out, err) = run(&["import", "--database-url", &url, "--dir", EXAMPLE, "--dry-run"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("nothing was written"), "{out}");
+    let secrets = dir.path().join("secrets.csv");
+    let (ok, out, err) =
+        run(&["import", "--database-url", &url, "--dir", EXAMPLE, "--secrets-out", secrets.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("wrote") && out.contains("rows/s"), "{out}");
+    // Progress goes to stderr as plain lines when stderr is not a terminal.
+    assert!(err.contains("import: facilities:"), "{err}");
+    let written = std::fs::read_to_string(&secrets).unwrap();
+    assert!(written.starts_with("kind,subject,id,secret\n") && written.contains("vxt_"), "{written}");
+    assert!(!out.contains("vxt_"), "secrets went to the file only");
+    let (ok, out, _) = run(&["import", "--database-url", &url, "--dir", EXAMPLE]);
+    assert!(ok && out.contains("nothing new"), "{out}");
+
+    // Export writes every format; `export readings` of an unmonitored unit is a header.
+    let exp = dir.path().join("export");
+    let (ok, out, err) = run(&["export", "--database-url", &url, "--dir", exp.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let facilities = std::fs::read_to_string(exp.join("facilities.csv")).unwrap();
+    assert!(facilities.starts_with("code,parent_code,kind,"), "{facilities}");
+    assert_eq!(facilities.lines().count(), 24);
+    let (ok, out, err) = run(&[
+        "export",
+        "readings",
+        "--database-url",
+        &url,
+        "--facility",
+        "RU-NVS",
+        "--unit-name",
+        "WIC 1",
+        "--start",
+        "2020-01-01T00:00:00Z",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.starts_with("time,device_serial,device_id,seq,"), "{out}");
+
+    // Tokens: list, revoke.
+    let (ok, out, _) = run(&["token", "list", "--database-url", &url]);
+    assert!(ok);
+    let dio = out.lines().find(|l| l.contains("DIO Lakeside")).unwrap().to_owned();
+    let id = dio.split(',').next().unwrap();
+    let (ok, out, err) = run(&["token", "revoke", "--database-url", &url, id]);
+    assert!(ok && out.contains("revoked"), "{out}{err}");
+    let (_, out, _) = run(&["token", "list", "--database-url", &url]);
+    assert!(!out.contains("DIO Lakeside"), "{out}");
+    let (_, out, _) = run(&["token", "list", "--database-url", &url, "--include-revoked"]);
+    assert!(out.contains("DIO Lakeside"), "{out}");
+
+    // Devices: registered once with a key shown once; the same registration changes nothing.
+    let reg = [
+        "device",
+        "register",
+        "--database-url",
+        &url,
+        "--serial",
+        "CLI-1",
+        "--facility",
+        "RU-S-SVS",
+        "--probe",
+        "0=WIC 1:cooler",
+        "--probe",
+        "1=DF 1",
+    ];
+    let (ok, out, err) = run(&reg);
+    assert!(ok, "{out}{err}");
+    let key = out.lines().last().unwrap();
+    assert_eq!(key.len(), 64, "{out}");
+    let (ok, out, _) = run(&reg);
+    assert!(ok && out.contains("already registered"), "{out}");
+    let (ok, _, err) = run(&[
+        "device",
+        "register",
+        "--database-url",
+        &url,
+        "--serial",
+        "CLI-2",
+        "--facility",
+        "RU-S-SVS",
+        "--probe",
+        "0=Nope",
+    ]);
+    assert!(!ok && err.contains("unit_name: no storage unit 'Nope'"), "{err}");
+
+    // Backup: a copy that opens as a vaxtrace database; never over an existing file.
+    let backup = dir.path().join("backup.db");
+    let (ok, out, err) = run(&["backup", "--database-url", &url, "--out", backup.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(&["token", "list", "--database-url", &format!("sqlite://{}", backup.display())]);
+    assert!(ok && out.contains("Ruritania EPI admin"), "{out}");
+    let (ok, _, err) = run(&["backup", "--database-url", &url, "--out", backup.to_str().unwrap()]);
+    assert!(!ok && err.contains("exists"), "{err}");
+    let out = Command::new(BIN)
+        .args(["backup", "--database-url", "postgres://u:secret@127.0.0.1:1/db", "--out", "x.dump"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pg_dump") && !err.contains("secret"), "{err}");
+}
+
+#[test]
+fn a_dry_run_with_errors_exits_non_zero_and_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).unwrap();
+    for f in std::fs::read_dir(EXAMPLE).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+    }
+    let mut lots = std::fs::OpenOptions::new().append(true).open(bad.join("lots.csv")).unwrap();
+    writeln!(lots, "PENTA10,PT9999,2027-13-01,,").unwrap();
+    let mut fac = std::fs::OpenOptions::new().append(true).open(bad.join("facilities.csv")).unwrap();
+    writeln!(fac, "RU-X,RU-NOPE,district_store,X,,,,,").unwrap();
+    let url = format!("sqlite://{}/v.db", dir.path().display());
+    let (ok, out, err) = run(&["import", "--database-url", &url, "--dir", bad.to_str().unwrap(), "--dry-run"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("facilities.csv:25:parent_code: unknown parent facility 'RU-NOPE'"), "{out}");
+    assert!(out.contains("lots.csv:9:expiry: '2027-13-01' is not a date"), "{out}");
+    assert!(err.contains("2 problem(s)") && err.contains("nothing was written"), "{err}");
+}
+
+#[test]
+fn every_command_has_help_and_completions_print() {
+    for cmd in [
+        vec!["import"],
+        vec!["export"],
+        vec!["export", "readings"],
+        vec!["token", "list"],
+        vec!["token", "revoke"],
+        vec!["device", "register"],
+        vec!["backup"],
+        vec!["completions"],
+    ] {
+        let mut args = cmd.clone();
+        args.push("--help");
+        let (ok, out, err) = run(&args);
+        assert!(ok && out.contains("Usage: vaxtrace-server"), "{cmd:?}: {out}{err}");
+    }
+    let (ok, out, _) = run(&["completions", "bash"]);
+    assert!(
+        ok && out.contains("complete -F _vaxtrace__server") && out.contains("import"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    let (ok, out, _) = run(&["completions", "zsh"]);
+    assert!(ok && out.contains("#compdef vaxtrace-server"));
+}

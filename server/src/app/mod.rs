@@ -15,6 +15,7 @@ use crate::store::Store;
 
 pub mod alert;
 pub mod coldchain;
+pub mod onboard;
 pub mod report;
 pub mod stock;
 pub mod telemetry;

@@ -26,6 +26,8 @@ mod stock_sql;
 mod telemetry_sql;
 #[macro_use]
 mod webhook_sql;
+#[macro_use]
+mod onboard_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -53,7 +55,7 @@ pub struct StoredToken {
 /// returns the first result and changes nothing.
 #[async_trait]
 pub trait Store:
-    StockStore + AlertStore + TelemetryStore + WebhookStore + Send + Sync + std::fmt::Debug + 'static
+    StockStore + AlertStore + TelemetryStore + WebhookStore + OnboardStore + Send + Sync + std::fmt::Debug + 'static
 {
     /// The engine.
     fn engine(&self) -> Engine;
@@ -501,6 +503,23 @@ pub trait TelemetryStore: Send + Sync {
     ) -> Result<Vec<crate::domain::telemetry::StoredReading>>;
     /// (count, lowest seq, highest seq) of a device's stored readings.
     async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)>;
+}
+
+/// Bulk onboarding: a snapshot to validate against and to export, one-transaction imports, and
+/// backups.
+#[async_trait]
+pub trait OnboardStore: Send + Sync {
+    /// Everything an import compares against and an export writes; HMAC keys only when asked.
+    async fn onboard_snapshot(&self, with_device_keys: bool) -> Result<crate::onboard::Snapshot>;
+    /// Writes a validated plan in one transaction: all of it, or nothing.
+    async fn import_batch(
+        &self,
+        plan: &crate::onboard::ImportPlan,
+        progress: &dyn crate::onboard::Progress,
+    ) -> Result<()>;
+    /// Writes a consistent copy of the database to `path` while it stays in use (SQLite's
+    /// `VACUUM INTO`); PostgreSQL answers UNIMPLEMENTED (use pg_dump).
+    async fn backup_to(&self, path: &str) -> Result<()>;
 }
 
 /// Opens the store named by `url` (`sqlite://…`, `sqlite::memory:`, `postgres://…`) and migrates it.

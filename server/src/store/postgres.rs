@@ -36,6 +36,8 @@ impl PgStore {
     /// Two-argument minimum and maximum.
     const LEAST: &str = "LEAST";
     const GREATEST: &str = "GREATEST";
+    /// Imports take turns, so an opening balance checked absent stays absent until commit.
+    const ONBOARD_LOCK: &str = "SELECT pg_advisory_xact_lock(8530231610746954598)";
     /// Whole epoch seconds of `r.time`. date_part is double precision (exact to the microsecond
     /// for these dates) and about twice as fast as EXTRACT, which is numeric since PostgreSQL 14.
     const EPOCH_SECS: &str = "CAST(floor(date_part('epoch', r.time)) AS BIGINT)";
@@ -134,6 +136,13 @@ impl PgStore {
         Ok(())
     }
 
+    /// A server-side copy needs the server's own tools; the CLI prints pg_dump guidance instead.
+    async fn backup_into(&self, _path: &str) -> crate::error::Result<()> {
+        Err(crate::error::Error::Unimplemented(
+            "PostgreSQL is backed up with pg_dump (see `vaxtrace-server backup --help`)".into(),
+        ))
+    }
+
     async fn migrate(&self) -> crate::error::Result<()> {
         self.apply_migrations(MIGRATIONS, "SELECT pg_advisory_xact_lock(8530231610746954597)" /* ASCII "vaxtrace" */, "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)").await
     }
@@ -144,3 +153,4 @@ sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_telemetry_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_webhook_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_onboard_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

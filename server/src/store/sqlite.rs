@@ -40,6 +40,8 @@ impl SqliteStore {
     /// Two-argument minimum and maximum.
     const LEAST: &str = "min";
     const GREATEST: &str = "max";
+    /// IMMEDIATE transactions already make imports take turns.
+    const ONBOARD_LOCK: &str = "SELECT 1";
     /// Whole epoch seconds of `r.time`, stored as RFC 3339 text.
     const EPOCH_SECS: &str = "CAST(strftime('%s', r.time) AS INTEGER)";
     /// Joins each unit `u` to its latest reading `r`: SQLite has no LATERAL, so a correlated
@@ -111,6 +113,13 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// `VACUUM INTO` reads one consistent snapshot (WAL readers never block writers) and writes a
+    /// compact copy; it refuses an existing non-empty file, which the CLI checks first.
+    async fn backup_into(&self, path: &str) -> crate::error::Result<()> {
+        sqlx::query("VACUUM INTO $1").bind(path).execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn migrate(&self) -> crate::error::Result<()> {
         self.apply_migrations(
             MIGRATIONS,
@@ -126,3 +135,4 @@ sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_telemetry_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_webhook_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_onboard_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
