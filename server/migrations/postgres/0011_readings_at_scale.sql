@@ -40,16 +40,24 @@ CREATE TABLE readings (
 ) PARTITION BY RANGE (time);
 CREATE INDEX readings_unit_time ON readings(storage_unit_id, time);
 CREATE INDEX readings_device_time ON readings(device_id, time);
+-- Retention deletes by time what whole partitions do not cover.
+CREATE INDEX readings_time ON readings(time);
 -- Anything outside the monthly partitions (an old backlog, a month not yet created).
 CREATE TABLE readings_default PARTITION OF readings DEFAULT;
+-- Monthly partitions in UTC for the history being moved (at most three years back; anything
+-- older stays in the default partition) and the next two months, so no partition ever has to be
+-- created over rows already sitting in the default partition.
 DO $$
 DECLARE
-    m date := date_trunc('month', now())::date;
+    this_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
+    m date := date_trunc('month', COALESCE((SELECT MIN(time) FROM readings_unpartitioned), now()) AT TIME ZONE 'UTC')::date;
 BEGIN
-    FOR i IN 0..2 LOOP
+    m := GREATEST(m, (this_month - interval '36 months')::date);
+    WHILE m <= (this_month + interval '2 months')::date LOOP
         EXECUTE format('CREATE TABLE %I PARTITION OF readings FOR VALUES FROM (%L) TO (%L)',
-            'readings_' || to_char(m + make_interval(months => i), 'YYYY_MM'),
-            (m + make_interval(months => i))::timestamptz, (m + make_interval(months => i + 1))::timestamptz);
+            'readings_' || to_char(m, 'YYYY_MM'),
+            m::timestamp AT TIME ZONE 'UTC', (m + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+        m := (m + interval '1 month')::date;
     END LOOP;
 END $$;
 INSERT INTO readings SELECT device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open,

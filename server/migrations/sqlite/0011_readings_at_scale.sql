@@ -14,3 +14,5 @@ INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count)
 SELECT storage_unit_id, (CAST(strftime('%s', time) AS INTEGER) / 3600) * 3600,
        MIN(temp_c), MAX(temp_c), SUM(temp_c), COUNT(*)
 FROM readings WHERE temp_c IS NOT NULL AND NOT sensor_fault GROUP BY 1, 2;
+-- Retention deletes readings by time.
+CREATE INDEX readings_time ON readings(time);

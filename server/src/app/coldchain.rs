@@ -291,9 +291,9 @@ impl App {
                 events.iter().map(|e| (al::alarm_kind(e.kind), e.start_ms)).collect();
             let since = first.time.timestamp_millis();
             for a in self.store.probe_alerts(&device.id, probe.index, &unit.id, since).await? {
-                let superseded =
-                    a.resolution.as_ref().is_some_and(|r| r.resolution == al::Resolution::Superseded.as_i32());
-                if superseded || a.details.observed_live || produced.contains(&(a.kind, a.subject.episode_start_ms)) {
+                // A resolved alert (by a person, or withdrawn already) is left as it is.
+                let resolved = a.state == al::AlertState::Resolved;
+                if resolved || a.details.observed_live || produced.contains(&(a.kind, a.subject.episode_start_ms)) {
                     continue;
                 }
                 let handling = al::Handling {
@@ -304,6 +304,10 @@ impl App {
                 };
                 if let Some(ev) = self.store.supersede(&a.id, &handling).await? {
                     tracing::info!(alert = %ev.alert.id, kind = ?ev.alert.kind, "alert withdrawn after a replay");
+                    // Its exposures end now, so a district officer can assess the stock it held.
+                    if matches!(ev.alert.kind, al::AlertKind::Heat | al::AlertKind::Freeze) {
+                        self.store.close_exposures(&ev.alert.id, handling.time, &ev.alert.details).await?;
+                    }
                     written += self.published(Some(ev));
                 }
             }

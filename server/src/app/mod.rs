@@ -46,32 +46,46 @@ pub struct App {
 /// revocation through this process takes effect at once.
 pub const TOKEN_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Tokens by id with the instant they were read.
+/// Tokens by id with the instant they were read; revoked ids are remembered for one TTL so a
+/// read that raced the revocation is not cached after it.
 #[derive(Debug, Default)]
-struct TokenCache(std::sync::Mutex<std::collections::HashMap<String, (crate::store::StoredToken, std::time::Instant)>>);
+struct TokenCache(std::sync::Mutex<TokenMaps>);
+
+#[derive(Debug, Default)]
+struct TokenMaps {
+    tokens: std::collections::HashMap<String, (crate::store::StoredToken, std::time::Instant)>,
+    revoked: std::collections::HashMap<String, std::time::Instant>,
+}
 
 impl TokenCache {
     /// Bounds memory under a flood of distinct (mostly invalid) token ids.
     const MAX_ENTRIES: usize = 10_000;
 
     fn get(&self, id: &str) -> Option<crate::store::StoredToken> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(id).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(t, _)| t.clone())
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.tokens.get(id).filter(|(_, at)| at.elapsed() < TOKEN_CACHE_TTL).map(|(t, _)| t.clone())
     }
 
-    fn put(&self, t: crate::store::StoredToken) {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= Self::MAX_ENTRIES {
-            map.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
-            if map.len() >= Self::MAX_ENTRIES {
-                map.clear();
+    /// Caches a token read at `read_at`, unless it was revoked here since.
+    fn put(&self, t: crate::store::StoredToken, read_at: std::time::Instant) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.revoked.retain(|_, at| at.elapsed() < TOKEN_CACHE_TTL);
+        if m.revoked.get(&t.token.id).is_some_and(|at| *at >= read_at) {
+            return;
+        }
+        if m.tokens.len() >= Self::MAX_ENTRIES {
+            m.tokens.retain(|_, (_, at)| at.elapsed() < TOKEN_CACHE_TTL);
+            if m.tokens.len() >= Self::MAX_ENTRIES {
+                m.tokens.clear();
             }
         }
-        map.insert(t.token.id.clone(), (t, std::time::Instant::now()));
+        m.tokens.insert(t.token.id.clone(), (t, read_at));
     }
 
     fn forget(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.tokens.remove(id);
+        m.revoked.insert(id.to_owned(), std::time::Instant::now());
     }
 }
 
@@ -141,8 +155,9 @@ impl App {
         let stored = match self.tokens.get(id) {
             Some(t) => t,
             None => {
+                let read_at = std::time::Instant::now();
                 let t = self.store.find_token(id).await?.ok_or(Error::Unauthenticated)?;
-                self.tokens.put(t.clone());
+                self.tokens.put(t.clone(), read_at);
                 t
             }
         };

@@ -1289,7 +1289,7 @@ impl App {
             request_id,
             &(&id, decision, discard_reason, discard_vials, &comment),
         )?;
-        if x.end.is_none() && idem.is_none() {
+        if x.end.is_none() {
             return Err(Error::precondition(
                 "EXPOSURE_ONGOING",
                 "the alarm is still going on; assess once it has ended",

@@ -413,31 +413,37 @@ impl App {
         for r in &incoming {
             let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
             match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
-                (None, Some(storage_unit_id), Some(time), Ok(seq)) => rows.push(StoredReading {
-                    seq: seq + offset,
-                    probe: r.probe,
-                    storage_unit_id,
-                    time,
-                    temp_c: (!r.sensor_fault).then_some(r.temp_c),
-                    power_on: r.power_on,
-                    battery_pct: r.battery_pct,
-                    door_open: r.door_open,
-                    sensor_fault: r.sensor_fault,
-                    verified,
-                }),
+                (None, Some(storage_unit_id), Some(time), Ok(seq)) if seq.checked_add(offset).is_some() => {
+                    rows.push(StoredReading {
+                        seq: seq + offset,
+                        probe: r.probe,
+                        storage_unit_id,
+                        time,
+                        temp_c: (!r.sensor_fault).then_some(r.temp_c),
+                        power_on: r.power_on,
+                        battery_pct: r.battery_pct,
+                        door_open: r.door_open,
+                        sensor_fault: r.sensor_fault,
+                        verified,
+                    })
+                }
                 (reason, ..) => {
                     let reason = reason.unwrap_or("SEQ_INVALID");
                     tracing::info!(device = %device.id, seq = r.seq, reason, "reading rejected");
                     rejected += 1;
-                    if let Ok(seq) = i64::try_from(r.seq)
-                        && seq > 0
+                    if let Some(seq) = i64::try_from(r.seq).ok().and_then(|s| s.checked_add(offset))
+                        && seq > offset
                     {
-                        rejects.push((seq + offset, reason));
+                        rejects.push((seq, reason));
                     }
                 }
             }
         }
-        let (acked, inserted) = self.store.store_readings(&device.id, &rows, &rejects, t).await?;
+        let Some((acked, inserted)) =
+            self.store.store_readings(&device.id, device.key_version, &rows, &rejects, t).await?
+        else {
+            return Ok(Ack::refused(last, "BAD_SIGNATURE"));
+        };
         self.metrics.ingested(rows.len() as u64);
         // Only readings that were new move the alarms: a re-sent batch changes nothing.
         let rows: Vec<&StoredReading> = rows.iter().filter(|r| inserted.contains(&r.seq)).collect();
@@ -484,6 +490,9 @@ impl App {
         };
         let offset = device.seq_offset;
         let last = device.last_seq - offset;
+        if !device.active {
+            return Ok(Ack::refused(last, "DEVICE_INACTIVE"));
+        }
         let Ok(notice) = serde_json::from_slice::<DroppedNotice<'_>>(payload) else {
             return Ok(Ack::refused(last, "MALFORMED"));
         };
@@ -516,13 +525,16 @@ impl App {
         let mut rejects = Vec::new();
         for r in &ranges {
             for seq in r.first_seq..=r.last_seq {
-                if let Ok(seq) = i64::try_from(seq) {
-                    rejects.push((seq + offset, "DROPPED_BY_DEVICE"));
+                if let Some(seq) = i64::try_from(seq).ok().and_then(|s| s.checked_add(offset)) {
+                    rejects.push((seq, "DROPPED_BY_DEVICE"));
                 }
             }
         }
         tracing::warn!(device = %device.id, readings = total, "device reports readings lost for good");
-        let (acked, _) = self.store.store_readings(&device.id, &[], &rejects, now()).await?;
+        let Some((acked, _)) = self.store.store_readings(&device.id, device.key_version, &[], &rejects, now()).await?
+        else {
+            return Ok(Ack::refused(last, "BAD_SIGNATURE"));
+        };
         self.metrics.dropped_by_device(total);
         Ok(Ack { acked_seq: (acked - offset).max(0), rejected: 0, error: "" })
     }

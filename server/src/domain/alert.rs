@@ -373,14 +373,17 @@ pub fn raise(
         }),
         Some(mut a) => {
             let escalated = c.severity.as_i32() > a.severity.as_i32();
-            let changed = escalated || a.details != c.details || !a.condition_active;
+            // Once seen live (the NO_DATA timer), always: a replay's view must not erase it.
+            let mut details = c.details.clone();
+            details.observed_live |= a.details.observed_live;
+            let changed = escalated || a.details != details || !a.condition_active;
             if !changed {
                 return Change::Nothing;
             }
             if escalated {
                 a.severity = c.severity;
             }
-            a.details = c.details.clone();
+            a.details = details;
             a.condition_active = true;
             a.end = None;
             a.updated_at = now;

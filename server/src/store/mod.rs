@@ -457,13 +457,17 @@ pub trait TelemetryStore: Send + Sync {
     /// Stores a batch in one transaction (a repeated seq is ignored), records rejected seqs, and
     /// returns the new ack (the highest seq up to which every reading is committed) with the seqs
     /// that were new.
+    /// `key_version` is the device's key version the batch was checked against: if a rotation
+    /// committed since, nothing is stored and the answer is `None` (the batch must be checked
+    /// again). Seqs at or below the device's acked seq are committed already and are skipped.
     async fn store_readings(
         &self,
         device_id: &str,
+        key_version: i32,
         readings: &[crate::domain::telemetry::StoredReading],
         rejects: &[(i64, &'static str)],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(i64, std::collections::HashSet<i64>)>;
+    ) -> Result<Option<(i64, std::collections::HashSet<i64>)>>;
     /// Holds the device's evaluation lock until the returned guard is dropped: replicas evaluating
     /// the same device's alarms take turns (PostgreSQL: a transaction-scoped advisory lock, so it
     /// is released even if the holder fails; SQLite: one process, nothing to do).

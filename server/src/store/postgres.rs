@@ -129,7 +129,7 @@ impl PgStore {
                 continue;
             };
             if end <= cutoff {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {name}"))).execute(&self.pool).await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {name}"))).execute(&self.pool).await?;
                 tracing::info!(partition = %name, "readings partition dropped by retention");
             }
         }

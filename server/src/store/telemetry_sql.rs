@@ -433,24 +433,34 @@ macro_rules! sql_telemetry_store {
             async fn store_readings(
                 &self,
                 device_id: &str,
+                key_version: i32,
                 readings: &[tm::StoredReading],
                 rejects: &[(i64, &'static str)],
                 now: chrono::DateTime<chrono::Utc>,
-            ) -> Result<(i64, std::collections::HashSet<i64>)> {
+            ) -> Result<Option<(i64, std::collections::HashSet<i64>)>> {
                 let mut tx = self.begin_write().await?;
                 // Lock the device row before anything else: it serializes batches (and replicas)
                 // advancing one device's ack, and taking it first avoids the deadlock of two
                 // transactions upgrading the key-share locks their reading inserts took on it.
-                let sql = format!("SELECT last_seq FROM devices WHERE id = $1{}", <$Store>::LOCK);
-                let last: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
+                let sql = format!("SELECT last_seq, key_version FROM devices WHERE id = $1{}", <$Store>::LOCK);
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(device_id).fetch_one(&mut *tx).await?;
+                let last: i64 = row.try_get("last_seq")?;
+                // A key rotation (maybe with a sequence reset) committed after the batch was
+                // checked: its signature and seq offset are stale.
+                if row.try_get::<i32, _>("key_version")? != key_version {
+                    return Ok(None);
+                }
                 let mut inserted = std::collections::HashSet::new();
-                // Where the table's key also holds the time (PostgreSQL partitions), a re-sent seq
-                // with another time would not conflict: drop seqs already stored, under the lock.
+                // Seqs up to the ack are committed already (as readings or rejects), even if
+                // retention has deleted them since. Where the table's key also holds the time
+                // (PostgreSQL partitions), a re-sent seq with another time would not conflict:
+                // drop seqs already stored, under the lock.
                 let mut once = std::collections::HashSet::new();
-                let mut fresh: Vec<&tm::StoredReading> = readings.iter().filter(|r| once.insert(r.seq)).collect();
+                let mut fresh: Vec<&tm::StoredReading> =
+                    readings.iter().filter(|r| r.seq > last && once.insert(r.seq)).collect();
                 if <$Store>::SEQ_KEY_HOLDS_TIME && !fresh.is_empty() {
                     let mut stored = std::collections::HashSet::new();
-                    for chunk in readings.chunks(READING_CHUNK) {
+                    for chunk in fresh.clone().chunks(READING_CHUNK) {
                         let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT seq FROM readings WHERE device_id = ");
                         q.push_bind(device_id.to_owned()).push(" AND seq IN (");
                         let mut list = q.separated(", ");
@@ -539,7 +549,7 @@ macro_rules! sql_telemetry_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok((acked, inserted))
+                Ok(Some((acked, inserted)))
             }
 
             async fn lock_device_evaluation(&self, device_id: &str) -> Result<Box<dyn std::any::Any + Send>> {
