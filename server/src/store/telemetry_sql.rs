@@ -618,17 +618,22 @@ macro_rules! sql_telemetry_store {
                 storage_unit_id: &str,
                 after: Option<chrono::DateTime<chrono::Utc>>,
             ) -> Result<Vec<tm::StoredReading>> {
-                let rows = sqlx::query(
-                    "SELECT seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open, sensor_fault, verified \
-                     FROM readings WHERE device_id = $1 AND probe = $2 AND storage_unit_id = $3 AND ($4 IS NULL OR time > $4) \
-                     ORDER BY time, seq",
-                )
-                .bind(device_id)
-                .bind(i32::try_from(probe).unwrap_or(i32::MAX))
-                .bind(storage_unit_id)
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await?;
+                // Two texts rather than `($4 IS NULL OR time > $4)`: with the OR the engines cannot
+                // use the (device_id, time) index, and every batch would read the whole history.
+                const COLS: &str = "SELECT seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open, \
+                     sensor_fault, verified FROM readings WHERE device_id = $1 AND probe = $2 AND storage_unit_id = $3";
+                let sql = match after {
+                    Some(_) => format!("{COLS} AND time > $4 ORDER BY time, seq"),
+                    None => format!("{COLS} ORDER BY time, seq"),
+                };
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(device_id)
+                    .bind(i32::try_from(probe).unwrap_or(i32::MAX))
+                    .bind(storage_unit_id);
+                if let Some(t) = after {
+                    q = q.bind(t);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
                 rows.iter().map(stored_reading).collect()
             }
 
