@@ -8,20 +8,35 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vaxtrace-server");
 
+/// A child process that a failing assertion must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn demo_starts_seeds_and_answers_health_checks() {
     // Hold a port so the demo's preferred address is taken, as on a developer's machine.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(dir.path())
-        .env("VAXTRACE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.path())
+            .env("VAXTRACE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let started = Instant::now();
     let (mut addr, mut token, mut seeded) = (String::new(), String::new(), String::new());
