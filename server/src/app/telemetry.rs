@@ -69,21 +69,19 @@ enum JsonSeq {
     Text(String),
 }
 
+/// Checks a JSON message's hex signature over the exact bytes of its signed part: `Ok(true)`
+/// when signed and valid, `Ok(false)` when unsigned, `BAD_SIGNATURE` otherwise.
+fn verify_json(key: &[u8], signed: &str, hex: Option<&str>) -> std::result::Result<bool, &'static str> {
+    let Some(hex) = hex else { return Ok(false) };
+    let tag = signing::hmac_sha256(key, signed.as_bytes()).map_err(|_| "BAD_SIGNATURE")?;
+    // Constant time: a device's signature must not be guessable byte by byte.
+    let same = subtle::ConstantTimeEq::ct_eq(signing::to_hex(&tag).as_bytes(), hex.as_bytes());
+    if bool::from(same) { Ok(true) } else { Err("BAD_SIGNATURE") }
+}
+
 fn from_json(payload: &[u8], key: &[u8]) -> std::result::Result<(Vec<Incoming>, bool, u32), &'static str> {
     let batch: JsonBatch<'_> = serde_json::from_slice(payload).map_err(|_| "MALFORMED")?;
-    let verified = match &batch.signature {
-        None => false,
-        Some(hex) => {
-            let tag = signing::hmac_sha256(key, batch.readings.get().as_bytes()).map_err(|_| "BAD_SIGNATURE")?;
-            let expected = signing::to_hex(&tag);
-            // Constant time: a device's signature must not be guessable byte by byte.
-            let same = subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), hex.as_bytes());
-            if !bool::from(same) {
-                return Err("BAD_SIGNATURE");
-            }
-            true
-        }
-    };
+    let verified = verify_json(key, batch.readings.get(), batch.signature.as_deref())?;
     let readings: Vec<JsonReading> = serde_json::from_str(batch.readings.get()).map_err(|_| "MALFORMED")?;
     let out = readings
         .into_iter()
@@ -496,18 +494,10 @@ impl App {
         let Ok(notice) = serde_json::from_slice::<DroppedNotice<'_>>(payload) else {
             return Ok(Ack::refused(last, "MALFORMED"));
         };
-        match &notice.signature {
-            Some(hex) => {
-                let Ok(tag) = signing::hmac_sha256(&key, notice.ranges.get().as_bytes()) else {
-                    return Ok(Ack::refused(last, "BAD_SIGNATURE"));
-                };
-                let same = subtle::ConstantTimeEq::ct_eq(signing::to_hex(&tag).as_bytes(), hex.as_bytes());
-                if !bool::from(same) {
-                    return Ok(Ack::refused(last, "BAD_SIGNATURE"));
-                }
-            }
-            None if !device.unsigned_allowed => return Ok(Ack::refused(last, "SIGNATURE_REQUIRED")),
-            None => {}
+        match verify_json(&key, notice.ranges.get(), notice.signature.as_deref()) {
+            Err(e) => return Ok(Ack::refused(last, e)),
+            Ok(false) if !device.unsigned_allowed => return Ok(Ack::refused(last, "SIGNATURE_REQUIRED")),
+            Ok(_) => {}
         }
         let Ok(ranges) = serde_json::from_str::<Vec<DroppedRange>>(notice.ranges.get()) else {
             return Ok(Ack::refused(last, "MALFORMED"));
