@@ -315,10 +315,9 @@ impl App {
         // While a heat or freeze alarm lasts, stock put into the unit (a delivery, a transfer) is
         // exposed too: quarantine it at each evaluation, not only when the alarm opened.
         if [cc::AlarmKind::Heat, cc::AlarmKind::Freeze].into_iter().any(|k| state.is_open(&profile, k)) {
-            let kinds = [al::AlertKind::Heat.as_i32(), al::AlertKind::Freeze.as_i32()];
-            for a in self.store.active_conditions(&kinds).await? {
-                let s = &a.subject;
-                if s.storage_unit_id == unit.id && s.device_id == device.id && s.probe == probe.index {
+            // This probe's alerts only (indexed by device and probe), not every active one.
+            for a in self.store.probe_alerts(&device.id, probe.index, &unit.id, 0).await? {
+                if a.condition_active && matches!(a.kind, al::AlertKind::Heat | al::AlertKind::Freeze) {
                     self.quarantine_unit(&a, &unit).await?;
                 }
             }

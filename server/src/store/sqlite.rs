@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/sqlite/0008_webhooks.sql")),
     (10, include_str!("../../migrations/sqlite/0010_device_sequence.sql")),
     (11, include_str!("../../migrations/sqlite/0011_readings_at_scale.sql")),
+    (12, include_str!("../../migrations/sqlite/0012_alert_probe_index.sql")),
 ];
 
 /// The SQLite implementation of [`crate::store::Store`].
