@@ -19,6 +19,7 @@ pub mod onboard;
 pub mod report;
 pub mod stock;
 pub mod telemetry;
+pub mod web;
 pub mod webhook;
 
 pub use webhook::{CreatedWebhook, WebhookSettings};
@@ -152,6 +153,15 @@ impl App {
     /// Resolves a bearer string to a caller; any failure is UNAUTHENTICATED without detail.
     pub async fn authenticate(&self, bearer: &str) -> Result<Caller> {
         let (id, secret) = token::split(bearer).ok_or(Error::Unauthenticated)?;
+        let stored = self.stored_token(id).await?;
+        if !token::verify(secret, &stored.secret_hash) {
+            return Err(Error::Unauthenticated);
+        }
+        Ok(Self::caller_of(stored))
+    }
+
+    /// A live (not revoked) token by id, through the cache.
+    async fn stored_token(&self, id: &str) -> Result<crate::store::StoredToken> {
         let stored = match self.tokens.get(id) {
             Some(t) => t,
             None => {
@@ -161,15 +171,19 @@ impl App {
                 t
             }
         };
-        if stored.token.revoked_at.is_some() || !token::verify(secret, &stored.secret_hash) {
+        if stored.token.revoked_at.is_some() {
             return Err(Error::Unauthenticated);
         }
-        Ok(Caller {
+        Ok(stored)
+    }
+
+    fn caller_of(stored: crate::store::StoredToken) -> Caller {
+        Caller {
             token_id: stored.token.id,
             role: stored.token.role,
             scope_path: stored.scope_path,
             device_id: stored.token.device_id,
-        })
+        }
     }
 
     /// On an empty database, issues the first admin token (for `serve` and `demo` to print once).

@@ -90,12 +90,17 @@ impl std::fmt::Debug for GeneratedSecret {
 
 /// Generates a new random token.
 pub fn generate() -> GeneratedSecret {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let secret = random_secret();
     // The id is plain hex so the bearer string splits unambiguously on '_'.
     let id = uuid::Uuid::now_v7().simple().to_string();
     GeneratedSecret { bearer: format!("vxt_{id}_{secret}"), hash: hash(&secret), id }
+}
+
+/// 256 random bits, URL-safe base64 (for token secrets, session cookies and form keys).
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Splits a bearer string into (id, secret); `None` when it is not shaped like a vaxtrace token.

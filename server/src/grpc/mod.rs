@@ -6,7 +6,7 @@ mod catalog;
 pub mod convert;
 mod facility;
 pub mod json;
-mod report;
+pub(crate) mod report;
 pub mod status;
 mod stock;
 mod telemetry;

@@ -236,12 +236,39 @@ impl pb::report_service_server::ReportService for ReportApi {
     }
 
     async fn export_report_csv(&self, req: Request<pb::ExportReportCsvRequest>) -> Result<Response<CsvStream>, Status> {
-        use pb::export_report_csv_request::Report;
         let c = caller(&self.0, &req).await?;
         let today = Utc::now().date_naive();
-        let (name, text) = match req.into_inner().report {
+        let (name, text) = self.report_csv(&c, req.into_inner().report).await?;
+        let out = chunks(text, format!("{name}_{today}.csv"));
+        Ok(Response::new(Box::pin(tokio_stream::iter(out.into_iter().map(Ok)))))
+    }
+
+    async fn export_epcis(
+        &self,
+        req: Request<pb::ExportEpcisRequest>,
+    ) -> Result<Response<Self::ExportEpcisStream>, Status> {
+        let c = caller(&self.0, &req).await?;
+        let r = req.into_inner();
+        let start = super::convert::time_opt("start_time", r.start_time)?;
+        let end = super::convert::time_opt("end_time", r.end_time)?;
+        let doc = self.0.export_epcis(&c, &r.facility_id, start, end).await?;
+        let chunks: Vec<Result<pb::EpcisChunk, Status>> =
+            doc.into_bytes().chunks(64 * 1024).map(|b| Ok(pb::EpcisChunk { data: b.to_vec() })).collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}
+
+impl ReportApi {
+    /// One report as CSV with its file name stem: for ExportReportCsv and the dashboard's downloads alike.
+    pub(crate) async fn report_csv(
+        &self,
+        c: &Caller,
+        report: Option<pb::export_report_csv_request::Report>,
+    ) -> Result<(&'static str, String), Status> {
+        use pb::export_report_csv_request::Report;
+        let (name, text) = match report {
             Some(Report::StockOnHand(r)) => {
-                let rows = self.soh(&c, &r).await?;
+                let rows = self.soh(c, &r).await?;
                 let header = [
                     "facility_id",
                     "facility_name",
@@ -289,7 +316,7 @@ impl pb::report_service_server::ReportService for ReportApi {
                 ("stock_on_hand", csv(&header, cells))
             }
             Some(Report::Wastage(r)) => {
-                let rows = self.wastage(&c, &r).await?;
+                let rows = self.wastage(c, &r).await?;
                 let header = [
                     "facility_id",
                     "facility_name",
@@ -327,7 +354,7 @@ impl pb::report_service_server::ReportService for ReportApi {
                 ("wastage", csv(&header, cells))
             }
             Some(Report::ExpiryRisk(r)) => {
-                let rows = self.expiry(&c, &r).await?;
+                let rows = self.expiry(c, &r).await?;
                 let header = [
                     "facility_id",
                     "facility_name",
@@ -368,7 +395,7 @@ impl pb::report_service_server::ReportService for ReportApi {
                 let mut all = Vec::new();
                 let mut token = String::new();
                 loop {
-                    let page = self.0.list_entries(&c, entry_filter(&r)?, &r.ancestor_id, 1000, &token).await?;
+                    let page = self.0.list_entries(c, entry_filter(&r)?, &r.ancestor_id, 1000, &token).await?;
                     all.extend(page.items.into_iter().map(entry));
                     if page.next_page_token.is_empty() {
                         break;
@@ -433,7 +460,7 @@ impl pb::report_service_server::ReportService for ReportApi {
                 let mut all = Vec::new();
                 let mut token = String::new();
                 loop {
-                    let page = self.0.list_balances(&c, stock_filter(&r)?, &r.ancestor_id, 1000, &token).await?;
+                    let page = self.0.list_balances(c, stock_filter(&r)?, &r.ancestor_id, 1000, &token).await?;
                     all.extend(page.items.into_iter().map(balance));
                     if page.next_page_token.is_empty() {
                         break;
@@ -480,21 +507,6 @@ impl pb::report_service_server::ReportService for ReportApi {
             }
             None => return Err(Error::invalid("report", "name the report to export").into()),
         };
-        let out = chunks(text, format!("{name}_{today}.csv"));
-        Ok(Response::new(Box::pin(tokio_stream::iter(out.into_iter().map(Ok)))))
-    }
-
-    async fn export_epcis(
-        &self,
-        req: Request<pb::ExportEpcisRequest>,
-    ) -> Result<Response<Self::ExportEpcisStream>, Status> {
-        let c = caller(&self.0, &req).await?;
-        let r = req.into_inner();
-        let start = super::convert::time_opt("start_time", r.start_time)?;
-        let end = super::convert::time_opt("end_time", r.end_time)?;
-        let doc = self.0.export_epcis(&c, &r.facility_id, start, end).await?;
-        let chunks: Vec<Result<pb::EpcisChunk, Status>> =
-            doc.into_bytes().chunks(64 * 1024).map(|b| Ok(pb::EpcisChunk { data: b.to_vec() })).collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        Ok((name, text))
     }
 }

@@ -28,6 +28,8 @@ mod telemetry_sql;
 mod webhook_sql;
 #[macro_use]
 mod onboard_sql;
+#[macro_use]
+mod web_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -55,7 +57,16 @@ pub struct StoredToken {
 /// returns the first result and changes nothing.
 #[async_trait]
 pub trait Store:
-    StockStore + AlertStore + TelemetryStore + WebhookStore + OnboardStore + Send + Sync + std::fmt::Debug + 'static
+    StockStore
+    + AlertStore
+    + TelemetryStore
+    + WebhookStore
+    + OnboardStore
+    + WebSessionStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// The engine.
     fn engine(&self) -> Engine;
@@ -345,6 +356,30 @@ pub trait AlertStore: Send + Sync {
     ) -> Result<Vec<crate::domain::alert::AlertEvent>>;
     /// Deletes events older than an instant (retention).
     async fn prune_events(&self, before: chrono::DateTime<chrono::Utc>) -> Result<u64>;
+}
+
+/// A web sign-in: the session acts as its token until it expires or is signed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// The token signed in with.
+    pub token_id: String,
+    /// The anti-forgery value every form of this session must carry.
+    pub csrf: String,
+    /// Sign-in time.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When the session ends by itself.
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Web sign-in sessions, stored by the hash of their cookie secret.
+#[async_trait]
+pub trait WebSessionStore: Send + Sync {
+    /// Stores a new session (and drops expired ones).
+    async fn insert_web_session(&self, s: &WebSession, secret_hash: &[u8]) -> Result<()>;
+    /// The session whose secret hashes to `secret_hash`, expired or not.
+    async fn find_web_session(&self, secret_hash: &[u8]) -> Result<Option<WebSession>>;
+    /// Ends a session; nothing happens when it does not exist.
+    async fn delete_web_session(&self, secret_hash: &[u8]) -> Result<()>;
 }
 
 /// Webhooks and their delivery queue.

@@ -154,4 +154,5 @@ sql_stock_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_alert_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_telemetry_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
 sql_webhook_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);
+sql_web_store!(PgStore);
 sql_onboard_store!(PgStore, sqlx::Postgres, sqlx::postgres::PgRow);

@@ -136,4 +136,5 @@ sql_stock_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_alert_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_telemetry_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
 sql_webhook_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);
+sql_web_store!(SqliteStore);
 sql_onboard_store!(SqliteStore, sqlx::Sqlite, sqlx::sqlite::SqliteRow);

@@ -15,19 +15,7 @@ use crate::error::Error;
 pub(crate) fn error_response(e: Error) -> Response {
     use tonic_types::StatusExt as _;
     let status = tonic::Status::from(e);
-    let http = match status.code() {
-        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::AlreadyExists | tonic::Code::Aborted => StatusCode::CONFLICT,
-        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
-        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    };
+    let http = http_status(status.code());
     let reason = status.get_error_details().error_info().map(|i| i.reason.clone()).unwrap_or_default();
     let body = serde_json::json!({
         "code": format!("{:?}", status.code()),
@@ -41,6 +29,23 @@ pub(crate) fn error_response(e: Error) -> Response {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r
+}
+
+/// The HTTP counterpart of a gRPC code.
+pub(crate) fn http_status(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition | tonic::Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::AlreadyExists | tonic::Code::Aborted => StatusCode::CONFLICT,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// The caller of a request carrying `Authorization: Bearer vxt_…`.

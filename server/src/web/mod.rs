@@ -1,7 +1,8 @@
-//! Plain HTTP on the gRPC port: `/healthz`, `/metrics` (Prometheus text format) and downloads
-//! under `/api/v1/`.
+//! Plain HTTP on the gRPC port: `/healthz`, `/metrics` (Prometheus text format), downloads
+//! under `/api/v1/`, and the pages of the district dashboard and the stock desk (`ui`).
 
-mod api;
+pub(crate) mod api;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,10 +13,13 @@ use axum::routing::get;
 use crate::app::App;
 use crate::metrics::Metrics;
 
+/// What every HTTP handler gets.
 #[derive(Debug, Clone)]
-struct WebState {
-    app: App,
+pub(crate) struct WebState {
+    pub(crate) app: App,
     metrics: Metrics,
+    /// Whether the server is reached over TLS (then cookies are `Secure`).
+    pub(crate) tls: bool,
 }
 
 /// The HTTP routes.
@@ -24,7 +28,8 @@ pub fn router(app: App, metrics: Metrics) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/epcis", get(api::epcis))
-        .with_state(WebState { app, metrics })
+        .merge(ui::routes())
+        .with_state(WebState { app, metrics, tls: false })
 }
 
 async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
