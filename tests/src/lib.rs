@@ -1,6 +1,7 @@
 //! Shared harness of the end-to-end tests: a real server on an ephemeral port, on SQLite and, when
 //! `VAXTRACE_TEST_POSTGRES_URL` is set, on PostgreSQL in a schema of its own.
 
+pub mod browser;
 pub mod country;
 pub mod epcis;
 pub mod world;
