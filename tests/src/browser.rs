@@ -177,12 +177,20 @@ impl Browser {
 
     /// An element's visible text.
     pub async fn text(&self, e: &Element) -> String {
-        self.cmd("GET", &format!("/element/{}/text", e.0), json!({})).await.expect("text").as_str().unwrap_or_default().to_owned()
+        self.cmd("GET", &format!("/element/{}/text", e.0), json!({}))
+            .await
+            .expect("text")
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The page's HTML.
     pub async fn source(&self) -> String {
-        self.cmd("GET", "/source", json!({})).await.map(|v| v.as_str().unwrap_or_default().to_owned()).unwrap_or_default()
+        self.cmd("GET", "/source", json!({}))
+            .await
+            .map(|v| v.as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
     }
 
     /// Runs a script in the page and returns its value.

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod country;
 pub mod epcis;
+pub mod web;
 pub mod world;
 
 use std::net::SocketAddr;

@@ -185,3 +185,43 @@ pub async fn register_logger(
         .into_inner();
     (r.device.map(|d| d.id).unwrap_or_default(), r.key)
 }
+
+/// Issues a token of `role` scoped to `scope` (empty = whole tree); returns its bearer string.
+pub async fn token(srv: &TestServer, admin: &str, role: pb::Role, scope: &str) -> String {
+    let mut t = vaxtrace_proto::v1::admin_service_client::AdminServiceClient::new(srv.channel().await);
+    t.create_token(authed(
+        admin,
+        pb::CreateTokenRequest {
+            role: role as i32,
+            scope_facility_id: scope.into(),
+            description: format!("{role:?} for a test"),
+            ..Default::default()
+        },
+    ))
+    .await
+    .expect("test world set-up")
+    .into_inner()
+    .secret
+}
+
+/// Ingests readings of probe 0 as the logger would publish them: (seq, time, °C) each.
+pub async fn send_readings(
+    srv: &TestServer,
+    device: &str,
+    key: &[u8],
+    readings: &[(u64, chrono::DateTime<chrono::Utc>, f64)],
+) {
+    let readings = readings
+        .iter()
+        .map(|(seq, t, c)| pb::Reading {
+            seq: *seq,
+            time: Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 }),
+            temp_c: *c,
+            ..Default::default()
+        })
+        .collect();
+    let batch = pb::ReadingBatch { device_id: device.into(), readings, ..Default::default() };
+    let payload = vaxtrace_proto::signing::encode_signed(&batch, Some(key)).expect("sign a batch");
+    let ack = srv.app.ingest(device, &payload, false).await.expect("ingest");
+    assert_eq!(ack.error, "", "{ack:?}");
+}
