@@ -225,3 +225,30 @@ pub async fn send_readings(
     let ack = srv.app.ingest(device, &payload, false).await.expect("ingest");
     assert_eq!(ack.error, "", "{ack:?}");
 }
+
+/// Ships `vials` of lot number `lot` from facility `from` to facility `to`, received in full into
+/// `to_unit`; returns the shipment id.
+pub async fn ship(w: &mut World, from: &str, to: &str, to_unit: &str, lot: usize, vials: i64) -> String {
+    let tok = w.tok.clone();
+    let req = pb::CreateShipmentRequest {
+        from_facility_id: from.into(),
+        to_facility_id: to.into(),
+        lines: vec![pb::CreateShipmentLine {
+            lot_ref: Some(pb::create_shipment_line::LotRef::LotId(w.lots[lot].clone())),
+            vials,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let id = w.stock.create_shipment(authed(&tok, req)).await.expect("test world set-up").into_inner().id;
+    let d = pb::DispatchShipmentRequest { shipment_id: id.clone(), request_id: String::new() };
+    w.stock.dispatch_shipment(authed(&tok, d)).await.expect("test world set-up");
+    let r = pb::ReceiveShipmentRequest {
+        shipment_id: id.clone(),
+        storage_unit_id: to_unit.into(),
+        accept_unlisted_in_full: true,
+        ..Default::default()
+    };
+    w.stock.receive_shipment(authed(&tok, r)).await.expect("test world set-up");
+    id
+}

@@ -90,7 +90,7 @@ pub(crate) fn svg(c: &Chart<'_>) -> String {
         ph = H - TOP - BOTTOM,
     );
     // Alarm periods first, under the data.
-    for p in c.alarms {
+    for (i, p) in c.alarms.iter().enumerate() {
         let (x0, x1) = (x(p.start.max(c.start)), x(p.end.min(c.end)));
         let _ = write!(
             s,
@@ -100,7 +100,8 @@ pub(crate) fn svg(c: &Chart<'_>) -> String {
             id = esc(c.id),
             label = esc(&p.label),
             tx = x0 + 2.0,
-            ty = TOP + 11.0,
+            // Overlapping periods (an excursion inside a heat alarm) stack their labels.
+            ty = TOP + 11.0 + 12.0 * (i % 4) as f64,
         );
     }
     // Horizontal grid and the temperature axis.
