@@ -648,6 +648,8 @@ impl<'a> Builder<'a> {
                 temperature_profile: r.profile,
                 capacity_litres: r.capacity_litres,
                 active: r.active,
+                // storage_units.csv has no override columns (yet): a unit comes in with its profile.
+                alarm_overrides: Default::default(),
                 created_at: self.now,
                 updated_at: self.now,
             };
