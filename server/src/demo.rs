@@ -382,6 +382,7 @@ async fn unit(
                 temperature_profile: profile.as_i32(),
                 capacity_litres: 0.0,
                 active: true,
+                alarm_overrides: Default::default(),
             },
         )
         .await?;
