@@ -46,7 +46,13 @@ async fn run() {
     let tok = srv.admin_token.clone();
     let mut fac = FacilityServiceClient::new(srv.channel().await);
     let mut mk = async |parent: &str, kind: pb::FacilityKind, code: String| {
-        let f = pb::Facility { parent_id: parent.into(), kind: kind as i32, name: code.clone(), code, ..Default::default() };
+        let f = pb::Facility {
+            parent_id: parent.into(),
+            kind: kind as i32,
+            name: code.clone(),
+            code,
+            ..Default::default()
+        };
         let r = pb::CreateFacilityRequest { facility: Some(f), request_id: String::new() };
         fac.create_facility(authed(&tok, r)).await.unwrap().into_inner().id
     };
@@ -60,7 +66,13 @@ async fn run() {
     let mut fac = FacilityServiceClient::new(srv.channel().await);
     let mut loggers = Vec::new();
     for p in &points {
-        let u = pb::StorageUnit { facility_id: p.clone(), kind: 1, name: "ILR".into(), temperature_profile: 1, ..Default::default() };
+        let u = pb::StorageUnit {
+            facility_id: p.clone(),
+            kind: 1,
+            name: "ILR".into(),
+            temperature_profile: 1,
+            ..Default::default()
+        };
         let r = pb::CreateStorageUnitRequest { storage_unit: Some(u), request_id: String::new() };
         let unit = fac.create_storage_unit(authed(&tok, r)).await.unwrap().into_inner().id;
         loggers.push(register_logger(&srv, &tok, p, &unit, 60).await);
@@ -85,7 +97,10 @@ async fn run() {
     .await
     .unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM readings").fetch_one(&pool).await.unwrap();
-    println!("seeded {rows} readings for {facilities} facilities over {days} days in {:.0} s", t.elapsed().as_secs_f64());
+    println!(
+        "seeded {rows} readings for {facilities} facilities over {days} days in {:.0} s",
+        t.elapsed().as_secs_f64()
+    );
     // A few fridges warm up now: open excursions show on the overview.
     for (dev, key) in loggers.iter().take(5) {
         send_readings(&srv, dev, key, &[(minutes as u64 + 1, Utc::now() - Duration::seconds(30), 9.2)]).await;
