@@ -91,7 +91,7 @@ async fn run() {
          SELECT storage_unit_id, CAST(floor(date_part('epoch', time) / 3600) AS BIGINT) * 3600, \
                 MIN(temp_c), MAX(temp_c), SUM(temp_c), COUNT(*) FROM readings GROUP BY 1, 2 \
          ON CONFLICT (storage_unit_id, hour) DO NOTHING; \
-         UPDATE devices SET last_seq = {minutes}; ANALYZE;"
+         UPDATE devices SET last_seq = {minutes}; ANALYZE readings; ANALYZE reading_rollups;"
     )))
     .execute(&pool)
     .await
