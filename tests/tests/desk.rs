@@ -209,6 +209,44 @@ async fn desk_forms_act_once_and_keep_what_was_typed() {
         assert!(drafts.is_empty(), "{name}: a refused dispatch leaves no draft behind");
         assert_eq!(balance(&mut w, &du, 1).await, 38, "{name}");
 
+        // A draft made elsewhere (over gRPC) waits on the home page; dispatched from its page
+        // twice, it leaves once; cancelled, its vials come back.
+        let req = pb::CreateShipmentRequest {
+            from_facility_id: d.clone(),
+            to_facility_id: c.clone(),
+            lines: vec![pb::CreateShipmentLine {
+                lot_ref: Some(pb::create_shipment_line::LotRef::LotId(w.lots[0].clone())),
+                vials: 4,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let draft = w.stock.create_shipment(authed(&w.tok, req)).await.unwrap().into_inner().id;
+        let home = web.get("/desk").await;
+        assert!(home.body.contains(&format!("data-id=\"{draft}\"")) && home.body.contains("Draft"), "{name}");
+        let page = web.get(&format!("/desk/shipments/{draft}")).await;
+        assert_eq!(page.status, 200, "{name}");
+        let action = format!("/desk/shipments/{draft}/dispatch");
+        let (csrf, rid) = keys(&page, &action);
+        let go = [("csrf", csrf.as_str()), ("request_id", rid.as_str()), ("facility", d.as_str())];
+        for _ in 0..2 {
+            let p = web.post(&action, &go).await;
+            assert_eq!(p.status, 200, "{name}: {}", p.body);
+        }
+        assert_eq!(balance(&mut w, &du, 0).await, 96, "{name}: dispatched once");
+        let action = format!("/desk/shipments/{draft}/cancel");
+        let page = web.get(&format!("/desk/shipments/{draft}")).await;
+        let (csrf, rid) = keys(&page, &action);
+        let stop = [
+            ("csrf", csrf.as_str()),
+            ("request_id", rid.as_str()),
+            ("facility", d.as_str()),
+            ("comment", "wrong store"),
+        ];
+        let p = web.post(&action, &stop).await;
+        assert_eq!(p.status, 200, "{name}: {}", p.body);
+        assert_eq!(balance(&mut w, &du, 0).await, 100, "{name}: back in stock");
+
         check_ledger(&mut w, name).await;
         srv.stop().await;
     }
