@@ -382,6 +382,7 @@ async fn unit(
                 temperature_profile: profile.as_i32(),
                 capacity_litres: 0.0,
                 active: true,
+                alarm_overrides: Default::default(),
             },
         )
         .await?;
@@ -395,6 +396,25 @@ pub async fn demo_admin(app: &App) -> Result<(IssuedToken, Caller)> {
     let issued = app.create_token_local(&new).await?;
     let caller = app.authenticate(&issued.secret).await?;
     Ok((issued, caller))
+}
+
+/// Tokens for the pages: a district officer of the district whose fridge drifts warm (the
+/// dashboard) and the depot manager of that cold-chain point (the stock desk).
+pub async fn people(app: &App, admin: &Caller) -> Result<(IssuedToken, IssuedToken)> {
+    use crate::domain::{NewToken, Role};
+    let q =
+        crate::domain::facility::FacilityQuery { kind: FacilityKind::ColdChainPoint.as_i32(), ..Default::default() };
+    let ccp = app
+        .list_facilities(admin, q, 1, "")
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .ok_or_else(|| crate::error::Error::Internal("the demo has no cold-chain point".into()))?;
+    let district = ccp.parent_id.clone().unwrap_or_default();
+    let dio = NewToken::parse(Role::DistrictOfficer.as_i32(), &district, "", "demo district officer")?;
+    let depot = NewToken::parse(Role::DepotManager.as_i32(), &ccp.id, "", "demo depot manager")?;
+    Ok((app.create_token_local(&dio).await?, app.create_token_local(&depot).await?))
 }
 
 /// Simulated loggers for the demo: one real `vaxtrace-agent` (in-process) per cold-chain point,

@@ -395,6 +395,7 @@ async fn demo(
     app.bootstrap_admin().await?;
     let (admin, caller) = vaxtrace_server::demo::demo_admin(&app).await?;
     let seeded = vaxtrace_server::demo::seed(&app, &caller).await?;
+    let (dio, depot) = vaxtrace_server::demo::people(&app, &caller).await?;
     // Port 50051 is often taken on a developer's machine; fall back to any free port.
     let listener = match TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -409,6 +410,7 @@ async fn demo(
         vaxtrace_server::demo::start_loggers(&app, &caller, &mqtt_host, mqtt_port, &dir.join("loggers")).await?;
     println!(
         "\nvaxtrace demo is running.\n\
+         \n  dashboard, stock desk   http://{addr}/  (sign in with a token below)\
          \n  gRPC + grpc-web + HTTP  http://{addr}\
          \n  health                  http://{addr}/healthz\
          \n  metrics                 http://{addr}/metrics\
@@ -416,7 +418,9 @@ async fn demo(
          \n  simulated loggers       {loggers} (one fridge drifts warm: a HEAT alarm and quarantine within a minute)\
          \n  database                {url}\
          \n  seeded                  {} facilities, {} storage units, {} products, {} lots, {} ledger entries{}\
-         \n\n  admin token (shown once): {}\
+         \n\n  district officer token (dashboard of the warming fridge's district): {}\
+         \n  depot manager token (stock desk of that cold-chain point):          {}\
+         \n  admin token (shown once): {}\
          \n\n  try:  grpcurl -plaintext -H 'authorization: Bearer {}' {addr} vaxtrace.v1.FacilityService/ListFacilities\
          \n\nPress Ctrl-C to stop.",
         seeded.facilities,
@@ -425,6 +429,8 @@ async fn demo(
         seeded.lots,
         seeded.ledger_entries,
         if seeded.facilities == 0 { " (already seeded)" } else { "" },
+        dio.secret,
+        depot.secret,
         admin.secret,
         admin.secret,
     );

@@ -129,6 +129,11 @@ impl Browser {
         self.cmd("POST", "/url", json!({"url": url})).await.expect("navigate");
     }
 
+    /// Resizes the window (a phone is about 390 × 844 CSS pixels).
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.cmd("POST", "/window/rect", json!({"width": width, "height": height})).await.expect("resize");
+    }
+
     /// The current URL.
     pub async fn url(&self) -> String {
         self.cmd("GET", "/url", json!({})).await.expect("url").as_str().unwrap_or_default().to_owned()

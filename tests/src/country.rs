@@ -194,7 +194,13 @@ impl Country {
         use vaxtrace_server::onboard::format;
         for (name, rows) in &self.files {
             let spec = format::FILES.iter().find(|s| s.name == *name).ok_or_else(|| std::io::Error::other(*name))?;
-            std::fs::write(dir.join(name), format::write_csv(spec.columns, rows.iter().cloned()))?;
+            // Rows may leave out trailing optional columns; the CSV writer drops a short row.
+            let rows = rows.iter().map(|r| {
+                let mut r = r.clone();
+                r.resize(r.len().max(spec.columns.len()), String::new());
+                r
+            });
+            std::fs::write(dir.join(name), format::write_csv(spec.columns, rows))?;
         }
         Ok(())
     }

@@ -200,6 +200,17 @@ async fn a_district_officers_morning_in_chromium() {
         assert!(csv.contains(",D,") && csv.contains("A1"), "{name}: {csv}");
         b.screenshot(&format!("dashboard-reports-{name}")).await;
 
+        // On a phone the tables become cards and nothing needs sideways scrolling.
+        b.resize(390, 844).await;
+        b.goto(&format!("{base}/dash")).await;
+        b.wait_for("table.facilities", 10).await;
+        let overflow = b.eval("return document.documentElement.scrollWidth - window.innerWidth;").await;
+        assert!(overflow.as_i64().unwrap_or(1) <= 0, "{name}: the page scrolls sideways by {overflow}");
+        b.screenshot(&format!("dashboard-phone-overview-{name}")).await;
+        b.goto(&format!("{base}/dash/alerts")).await;
+        b.wait_for("table.alerts", 10).await;
+        b.screenshot(&format!("dashboard-phone-alerts-{name}")).await;
+
         b.quit().await;
         srv.stop().await;
     }

@@ -261,6 +261,12 @@ async fn an_export_imports_into_an_empty_database_as_the_same_data() {
             active: true,
         };
         a.register_device(&admin, "", input).await.unwrap();
+        // Alarm overrides on one unit travel as the storage_units.csv override columns.
+        let mut overrides = vaxtrace_server::domain::facility::StorageUnitInput::default();
+        overrides.alarm_overrides.range_high_c = Some(12.5);
+        overrides.alarm_overrides.heat_alarm_secs = Some(5400);
+        overrides.alarm_overrides.no_data_secs = Some(45);
+        a.update_storage_unit(&admin, "", &units[0].id, &overrides, &["alarm_overrides".into()]).await.unwrap();
         let products = a.list_products(&admin, false, 100, "").await.unwrap().items;
         a.set_policy(&admin, "", &fac.id, &products[0].id, 10, 90).await.unwrap();
 
@@ -287,6 +293,8 @@ async fn an_export_imports_into_an_empty_database_as_the_same_data() {
             );
         }
         assert!(first.iter().all(|f| f.rows > 0), "every format carried data: {first:?}");
+        let units_csv = String::from_utf8_lossy(&first[1].bytes);
+        assert!(units_csv.contains(",12.5,90min,,,,,45s,"), "{}: the overrides were exported: {units_csv}", db.name());
     }
 }
 

@@ -32,14 +32,16 @@ fn to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// The rules for a unit's temperature range, with no-data at 3 × the device's interval.
-pub fn profile_for(unit: TemperatureProfile, interval_secs: i64) -> cc::Profile {
-    let p = match unit {
-        TemperatureProfile::Refrigerated => cc::Profile::vaccine_2_8(),
-        TemperatureProfile::Frozen => cc::Profile::freezer(),
-        TemperatureProfile::UltraLow => cc::Profile::ultra_low(),
-    };
-    p.with_expected_interval_ms(interval_secs.saturating_mul(1000))
+/// The rules of a temperature profile as built in, with no-data at 3 × the device's interval;
+/// a unit's alarms run with [`unit_profile`], which adds the unit's overrides.
+pub fn profile_for(profile: TemperatureProfile, interval_secs: i64) -> cc::Profile {
+    crate::domain::thresholds::base_profile(profile).with_expected_interval_ms(interval_secs.saturating_mul(1000))
+}
+
+/// The rules a unit's alarms run with: its profile's ([`profile_for`]), then the unit's own
+/// overrides (an overridden no-data limit wins over the interval's).
+pub fn unit_profile(unit: &crate::domain::StorageUnit, interval_secs: i64) -> cc::Profile {
+    unit.alarm_overrides.apply(profile_for(unit.temperature_profile, interval_secs))
 }
 
 /// The alert subject of one episode of a probe in its unit.
@@ -55,25 +57,32 @@ fn subject(unit: &crate::domain::StorageUnit, device: &Device, probe: &Probe, ep
 }
 
 /// The alert condition of an opening or escalating transition whose episode reaches `through_ms`.
-fn condition(e: &cc::AlarmEvent, subject: Subject, unit_name: &str, through_ms: i64) -> Condition {
+fn condition(
+    e: &cc::AlarmEvent,
+    subject: Subject,
+    unit_name: &str,
+    profile: &cc::Profile,
+    through_ms: i64,
+) -> Condition {
     Condition {
         kind: al::alarm_kind(e.kind),
         subject,
         severity: al::alarm_severity(e.severity),
         start: to_time(e.start_ms),
         through: to_time(through_ms),
-        details: al::alarm_details(e, unit_name),
+        details: al::alarm_details(e, unit_name, profile),
     }
 }
 
 impl App {
     /// Raises NO_DATA for every probe of an active device silent for longer than its limit
-    /// (3 × the device's interval) at `now`; returns the alerts opened. The readings that end the
-    /// silence — live or an agent's backlog — close it through the normal evaluation, with the
-    /// real gap. Probes that never reported have no baseline and are skipped.
+    /// (3 × the device's interval, or its unit's override) at `now`; returns the alerts opened.
+    /// The readings that end the silence — live or an agent's backlog — close it through the
+    /// normal evaluation, with the real gap. Probes that never reported have no baseline and are
+    /// skipped.
     pub async fn sweep_no_data(&self, now: DateTime<Utc>) -> Result<usize> {
-        let mut opened = 0;
         let mut devices: HashMap<String, Option<Device>> = HashMap::new();
+        let mut candidates: Vec<(String, Probe, DateTime<Utc>)> = Vec::new();
         for (device_id, probe, bytes, evaluated_to) in self.store.alarm_states().await? {
             let Some(last) = evaluated_to else { continue };
             if !devices.contains_key(&device_id) {
@@ -82,13 +91,31 @@ impl App {
             }
             let Some(Some(device)) = devices.get(&device_id) else { continue };
             let Some(p) = device.probes.iter().find(|p| p.index == probe) else { continue };
-            let limit = chrono::Duration::seconds(device.expected_interval_secs.saturating_mul(3));
             let open = cc::State::from_bytes(&bytes)
                 .is_ok_and(|st| st.is_open(&cc::Profile::vaccine_2_8(), cc::AlarmKind::NoData));
-            if open || now - last <= limit {
+            if !open {
+                candidates.push((device_id, p.clone(), last));
+            }
+        }
+        // A unit may override the limit, so the candidates' units are read, a thousand per query.
+        let mut unit_ids: Vec<String> = candidates.iter().map(|(_, p, _)| p.storage_unit_id.clone()).collect();
+        unit_ids.sort_unstable();
+        unit_ids.dedup();
+        let mut units: HashMap<String, crate::domain::StorageUnit> = HashMap::new();
+        for chunk in unit_ids.chunks(1000) {
+            units.extend(self.store.units_with_facility(chunk).await?.into_iter().map(|(u, _)| (u.id.clone(), u)));
+        }
+        let mut opened = 0;
+        for (device_id, probe, last) in candidates {
+            let Some(Some(device)) = devices.get(&device_id) else { continue };
+            let limit_ms = match units.get(&probe.storage_unit_id) {
+                Some(u) => unit_profile(u, device.expected_interval_secs).no_data_ms,
+                None => device.expected_interval_secs.saturating_mul(3000),
+            };
+            if (now - last).num_milliseconds() <= limit_ms {
                 continue;
             }
-            opened += self.no_data_probe(device, p, now).await?;
+            opened += self.no_data_probe(device, &probe, now).await?;
         }
         Ok(opened)
     }
@@ -105,10 +132,10 @@ impl App {
             .get_storage_unit(&probe.storage_unit_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("probe unit {} vanished", probe.storage_unit_id)))?;
-        let profile = profile_for(unit.temperature_profile, device.expected_interval_secs);
+        let profile = unit_profile(&unit, device.expected_interval_secs);
         let mut state = cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?;
         let Some(e) = cc::check_no_data(&profile, &mut state, now.timestamp_millis()) else { return Ok(0) };
-        let mut c = condition(&e, subject(&unit, device, probe, e.start_ms), &unit.name, e.at_ms);
+        let mut c = condition(&e, subject(&unit, device, probe, e.start_ms), &unit.name, &profile, e.at_ms);
         c.details.observed_live = true;
         let ev = self.raise_alert_event(&c).await?;
         self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), evaluated_to).await?;
@@ -216,7 +243,7 @@ impl App {
             .get_storage_unit(&probe.storage_unit_id)
             .await?
             .ok_or_else(|| Error::Internal(format!("probe unit {} vanished", probe.storage_unit_id)))?;
-        let profile = profile_for(unit.temperature_profile, device.expected_interval_secs);
+        let profile = unit_profile(&unit, device.expected_interval_secs);
         let (mut state, after) = match self.store.alarm_state(&device.id, probe.index).await? {
             Some((bytes, to)) if to.is_none_or(|t| earliest_new > t) => {
                 (cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?, to)
@@ -260,7 +287,7 @@ impl App {
             let ev = match e.transition {
                 cc::Transition::Opened | cc::Transition::Escalated => {
                     let through = reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms);
-                    let c = condition(e, subject, &unit.name, through);
+                    let c = condition(e, subject, &unit.name, &profile, through);
                     let ev = self.raise_alert_event(&c).await?;
                     if let (true, Some(ev)) = (quarantines, &ev)
                         && ev.kind == al::EventType::Opened
@@ -272,7 +299,7 @@ impl App {
                 cc::Transition::Closed => {
                     let ev = self.clear_alert_event(kind, &subject, to_time(e.at_ms)).await?;
                     if let (true, Some(ev)) = (quarantines, &ev) {
-                        let details = al::alarm_details(e, &unit.name);
+                        let details = al::alarm_details(e, &unit.name, &profile);
                         self.store.close_exposures(&ev.alert.id, to_time(e.at_ms), &details).await?;
                     }
                     ev

@@ -426,8 +426,13 @@ pub fn alarm_severity(s: vaxtrace_coldchain::Severity) -> Severity {
     }
 }
 
-/// The measurements of a cold-chain alarm event.
-pub fn alarm_details(e: &vaxtrace_coldchain::AlarmEvent, unit_name: &str) -> Details {
+/// The measurements of a cold-chain alarm event, with the limit of `profile` (the unit's
+/// effective rules, overrides included) it was measured against in the summary.
+pub fn alarm_details(
+    e: &vaxtrace_coldchain::AlarmEvent,
+    unit_name: &str,
+    profile: &vaxtrace_coldchain::Profile,
+) -> Details {
     let c = |v: Option<i32>| v.map(|x| f64::from(x) / 100.0);
     let (min, max) = (c(e.min_centi), c(e.max_centi));
     let no_data = e.kind == vaxtrace_coldchain::AlarmKind::NoData;
@@ -437,6 +442,8 @@ pub fn alarm_details(e: &vaxtrace_coldchain::AlarmEvent, unit_name: &str) -> Det
         _ if no_data => format!("{unit_name}: no reading for {} min", (e.at_ms - e.start_ms) / 60_000),
         _ => format!("{unit_name}: {:?} for {} min", e.kind, e.minutes_past_threshold),
     };
+    let limit = super::thresholds::limit_text(e, profile);
+    let summary = if limit.is_empty() { summary } else { format!("{summary} ({limit})") };
     Details {
         min_temp_c: min,
         max_temp_c: max,

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::thresholds::{self, AlarmOverrides, AlarmOverridesInput};
 use super::validate;
 use crate::error::{Error, Result, reason};
 
@@ -334,6 +335,10 @@ pub struct StorageUnit {
     pub capacity_litres: f64,
     /// In service.
     pub active: bool,
+    /// This unit's changes to its profile's alarm rules (default: none). `serde(default)` because
+    /// idempotent replays stored before the overrides existed lack the field.
+    #[serde(default)]
+    pub alarm_overrides: AlarmOverrides,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -355,6 +360,8 @@ pub struct StorageUnitInput {
     pub capacity_litres: f64,
     /// Active flag (updates only).
     pub active: bool,
+    /// Alarm threshold overrides.
+    pub alarm_overrides: AlarmOverridesInput,
 }
 
 /// A validated request to create a storage unit.
@@ -370,6 +377,8 @@ pub struct NewStorageUnit {
     pub temperature_profile: TemperatureProfile,
     /// Capacity in litres.
     pub capacity_litres: f64,
+    /// Alarm threshold overrides, checked against the profile.
+    pub alarm_overrides: AlarmOverrides,
 }
 
 fn capacity(v: f64) -> Result<f64> {
@@ -388,13 +397,17 @@ fn profile(v: i32) -> Result<TemperatureProfile> {
 impl NewStorageUnit {
     /// Validates raw input.
     pub fn parse(input: StorageUnitInput) -> Result<Self> {
+        let temperature_profile = profile(input.temperature_profile)?;
+        let alarm_overrides = AlarmOverrides::parse(&input.alarm_overrides)?;
+        alarm_overrides.check(temperature_profile)?;
         Ok(NewStorageUnit {
             facility_id: validate::id("storage_unit.facility_id", &input.facility_id)?,
             kind: StorageUnitKind::from_i32(input.kind)
                 .ok_or_else(|| Error::invalid("storage_unit.kind", "must be a known storage unit kind"))?,
             name: validate::text("storage_unit.name", &input.name, 100)?,
-            temperature_profile: profile(input.temperature_profile)?,
+            temperature_profile,
             capacity_litres: capacity(input.capacity_litres)?,
+            alarm_overrides,
         })
     }
 }
@@ -410,14 +423,32 @@ pub struct StorageUnitPatch {
     pub capacity_litres: Option<f64>,
     /// New active flag.
     pub active: Option<bool>,
+    /// New values of the alarm overrides named in `alarm_override_fields`.
+    pub alarm_overrides: Option<AlarmOverrides>,
+    /// Which overrides change (entries of `thresholds::FIELDS`); all of them for `alarm_overrides`.
+    pub alarm_override_fields: Vec<&'static str>,
 }
 
 impl StorageUnitPatch {
-    /// Validates the fields named in `mask` (empty = all).
+    /// Validates the fields named in `mask` (empty = all). `alarm_overrides` replaces every
+    /// override; `alarm_overrides.<name>` sets (or, left unset, clears) just that one.
     pub fn parse(input: &StorageUnitInput, mask: &[String]) -> Result<Self> {
-        const FIELDS: [&str; 4] = ["name", "temperature_profile", "capacity_litres", "active"];
-        let mask = field_mask("update_mask", mask, &FIELDS)?;
+        const FIELDS: [&str; 5] = ["name", "temperature_profile", "capacity_litres", "active", "alarm_overrides"];
+        let sub: Vec<String> = thresholds::FIELDS.iter().map(|f| format!("alarm_overrides.{f}")).collect();
+        let allowed: Vec<&str> = FIELDS.iter().copied().chain(sub.iter().map(String::as_str)).collect();
+        // An empty mask means every top-level field, the overrides as a whole.
+        let mask = if mask.is_empty() { field_mask("update_mask", mask, &FIELDS)? } else { mask.to_vec() };
+        let mask = field_mask("update_mask", &mask, &allowed)?;
         let has = |f: &str| mask.iter().any(|m| m == f);
+        let override_fields: Vec<&'static str> = if has("alarm_overrides") {
+            thresholds::FIELDS.to_vec()
+        } else {
+            thresholds::FIELDS.iter().copied().filter(|f| has(&format!("alarm_overrides.{f}"))).collect()
+        };
+        let mut overrides = AlarmOverrides::default();
+        for f in &override_fields {
+            overrides.parse_field(&input.alarm_overrides, f)?;
+        }
         Ok(StorageUnitPatch {
             name: if has("name") { Some(validate::text("storage_unit.name", &input.name, 100)?) } else { None },
             temperature_profile: if has("temperature_profile") {
@@ -427,11 +458,15 @@ impl StorageUnitPatch {
             },
             capacity_litres: if has("capacity_litres") { Some(capacity(input.capacity_litres)?) } else { None },
             active: has("active").then_some(input.active),
+            alarm_overrides: (!override_fields.is_empty()).then_some(overrides),
+            alarm_override_fields: override_fields,
         })
     }
 
-    /// Applies the patch.
-    pub fn apply(&self, u: &mut StorageUnit) {
+    /// Applies the patch, then checks the unit's overrides against its (possibly new) profile:
+    /// only the merged unit shows whether, say, a new range low still lies above its freeze
+    /// threshold.
+    pub fn apply(&self, u: &mut StorageUnit) -> Result<()> {
         if let Some(v) = &self.name {
             u.name.clone_from(v);
         }
@@ -444,6 +479,12 @@ impl StorageUnitPatch {
         if let Some(v) = self.active {
             u.active = v;
         }
+        if let Some(o) = &self.alarm_overrides {
+            for f in &self.alarm_override_fields {
+                u.alarm_overrides.take(o, f);
+            }
+        }
+        u.alarm_overrides.check(u.temperature_profile)
     }
 }
 
@@ -485,6 +526,95 @@ mod tests {
         assert!(
             matches!(NewFacility::parse(bad), Err(Error::InvalidArgument { ref field, .. }) if field == "facility.kind")
         );
+    }
+
+    fn unit(profile: TemperatureProfile, overrides: AlarmOverrides) -> StorageUnit {
+        StorageUnit {
+            id: String::new(),
+            facility_id: String::new(),
+            kind: StorageUnitKind::Ilr,
+            name: "ILR 1".into(),
+            temperature_profile: profile,
+            capacity_litres: 0.0,
+            active: true,
+            alarm_overrides: overrides,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn field_of<T: std::fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::InvalidArgument { field, .. }) => field,
+            other => format!("not an invalid argument: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_unit_checks_its_overrides_against_its_profile() {
+        let mut i = StorageUnitInput {
+            facility_id: "0190f3e2-7c1a-7abc-8def-0123456789ab".into(),
+            kind: 1,
+            name: "ILR 1".into(),
+            temperature_profile: TemperatureProfile::Refrigerated.as_i32(),
+            ..Default::default()
+        };
+        i.alarm_overrides.range_high_c = Some(12.0);
+        i.alarm_overrides.heat_alarm_secs = Some(3600);
+        let u = NewStorageUnit::parse(i.clone()).expect("a valid unit");
+        assert_eq!((u.alarm_overrides.range_high_centi, u.alarm_overrides.heat_alarm_secs), (Some(1200), Some(3600)));
+        // A freezer's range starts at −25 °C: a high of −30 °C lies below it.
+        i.temperature_profile = TemperatureProfile::Frozen.as_i32();
+        i.alarm_overrides.range_high_c = Some(-30.0);
+        assert_eq!(field_of(NewStorageUnit::parse(i)), "storage_unit.alarm_overrides.range_high_c");
+    }
+
+    #[test]
+    fn update_masks_name_overrides_whole_or_one_by_one() {
+        let set = AlarmOverrides { range_high_centi: Some(1200), heat_alarm_secs: Some(3600), ..Default::default() };
+        let mut input = StorageUnitInput { name: "ILR 2".into(), ..Default::default() };
+        input.alarm_overrides.range_low_c = Some(3.0);
+
+        // One override: the others stay.
+        let p = StorageUnitPatch::parse(&input, &["alarm_overrides.range_low_c".into()]).expect("valid mask");
+        let mut u = unit(TemperatureProfile::Refrigerated, set);
+        assert!(p.apply(&mut u).is_ok());
+        assert_eq!(u.alarm_overrides, AlarmOverrides { range_low_centi: Some(300), ..set });
+        assert_eq!(u.name, "ILR 1", "not in the mask");
+
+        // Named but unset: that override is cleared.
+        let p = StorageUnitPatch::parse(&input, &["alarm_overrides.heat_alarm_after".into()]).expect("valid mask");
+        let mut u = unit(TemperatureProfile::Refrigerated, set);
+        assert!(p.apply(&mut u).is_ok());
+        assert_eq!(u.alarm_overrides, AlarmOverrides { heat_alarm_secs: None, ..set });
+
+        // The whole message replaces them all, and so does the empty mask (every top-level field,
+        // so the input needs a valid profile too).
+        let full = StorageUnitInput { temperature_profile: 1, ..input.clone() };
+        for mask in [vec!["alarm_overrides".to_owned()], vec![]] {
+            let p = StorageUnitPatch::parse(&full, &mask).expect("valid mask");
+            let mut u = unit(TemperatureProfile::Refrigerated, set);
+            assert!(p.apply(&mut u).is_ok());
+            assert_eq!(u.alarm_overrides, AlarmOverrides { range_low_centi: Some(300), ..Default::default() });
+        }
+
+        // Unknown sub-fields are refused like unknown fields.
+        let e = StorageUnitPatch::parse(&input, &["alarm_overrides.range_high".into()]);
+        assert_eq!(field_of(e), "update_mask");
+        // A value is checked on its own when parsed...
+        input.alarm_overrides.heat_alarm_secs = Some(0);
+        let e = StorageUnitPatch::parse(&input, &["alarm_overrides.heat_alarm_after".into()]);
+        assert_eq!(field_of(e), "storage_unit.alarm_overrides.heat_alarm_after");
+        // ...and the merged unit when applied: a new profile must still fit the overrides.
+        let to_freezer = StorageUnitInput { temperature_profile: 2, ..Default::default() };
+        let p = StorageUnitPatch::parse(&to_freezer, &["temperature_profile".into()]).expect("valid mask");
+        // A low of 3 °C suits a fridge, not a freezer whose high is −15 °C.
+        let mut u =
+            unit(TemperatureProfile::Refrigerated, AlarmOverrides { range_low_centi: Some(300), ..Default::default() });
+        assert!(
+            AlarmOverrides { range_low_centi: Some(300), ..Default::default() }.check(u.temperature_profile).is_ok()
+        );
+        assert_eq!(field_of(p.apply(&mut u)), "storage_unit.alarm_overrides.range_low_c");
     }
 
     #[test]

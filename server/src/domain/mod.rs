@@ -11,6 +11,7 @@ pub mod report;
 pub mod scan;
 pub mod stock;
 pub mod telemetry;
+pub mod thresholds;
 pub mod token;
 pub mod validate;
 pub mod webhook;
@@ -22,6 +23,7 @@ pub use facility::{
     StorageUnitKind, StorageUnitPatch, TemperatureProfile,
 };
 pub use paging::{Page, PageRequest};
+pub use thresholds::{AlarmOverrides, AlarmOverridesInput};
 pub use token::{NewToken, Token};
 
 /// Identifies one mutation for idempotent retries: a request_id repeated by the same token for the

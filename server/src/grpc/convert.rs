@@ -8,6 +8,7 @@ use crate::app::IssuedToken;
 use crate::domain::catalog::{LotInput, ProductInput};
 use crate::domain::facility::{FacilityInput, StorageUnitInput};
 use crate::domain::telemetry::{Device, DeviceInput, LatestReading, ReadingBucket, RecordedReading};
+use crate::domain::thresholds::{self, AlarmOverrides, AlarmOverridesInput};
 use crate::domain::{Facility, Lot, Product, StorageUnit, Token};
 use crate::error::Error;
 
@@ -71,9 +72,32 @@ pub fn facility_input(f: pb::Facility) -> FacilityInput {
     }
 }
 
+/// Alarm thresholds on the wire: centi-°C as °C, seconds as a Duration.
+fn thresholds_pb(o: &AlarmOverrides) -> pb::AlarmThresholds {
+    let c = |v: Option<i32>| v.map(|x| f64::from(x) / 100.0);
+    let d = |v: Option<i64>| v.map(|seconds| prost_types::Duration { seconds, nanos: 0 });
+    pb::AlarmThresholds {
+        range_low_c: c(o.range_low_centi),
+        range_high_c: c(o.range_high_centi),
+        heat_alarm_after: d(o.heat_alarm_secs),
+        heat_critical_after: d(o.heat_critical_secs),
+        freeze_threshold_c: c(o.freeze_threshold_centi),
+        freeze_alarm_after: d(o.freeze_alarm_secs),
+        freeze_critical_after: d(o.freeze_critical_secs),
+        no_data_after: d(o.no_data_secs),
+        power_out_after: d(o.power_out_secs),
+    }
+}
+
 impl From<StorageUnit> for pb::StorageUnit {
     fn from(u: StorageUnit) -> Self {
+        let merged = u.alarm_overrides.apply(thresholds::base_profile(u.temperature_profile));
+        let mut effective = AlarmOverrides::of_profile(&merged);
+        // Without an override the limit depends on each logger's interval, not on the unit.
+        effective.no_data_secs = u.alarm_overrides.no_data_secs;
         pb::StorageUnit {
+            alarm_overrides: (!u.alarm_overrides.is_empty()).then(|| thresholds_pb(&u.alarm_overrides)),
+            effective_alarm_thresholds: Some(thresholds_pb(&effective)),
             id: u.id,
             facility_id: u.facility_id,
             kind: u.kind.as_i32(),
@@ -87,16 +111,40 @@ impl From<StorageUnit> for pb::StorageUnit {
     }
 }
 
-/// The writable fields of a wire storage unit.
-pub fn storage_unit_input(u: pb::StorageUnit) -> StorageUnitInput {
-    StorageUnitInput {
+/// A wire duration as whole seconds; a fraction of a second is refused, naming the field.
+fn whole_seconds(field: &str, d: Option<prost_types::Duration>) -> Result<Option<i64>, Error> {
+    match d {
+        Some(d) if d.nanos != 0 => {
+            Err(Error::invalid(format!("storage_unit.alarm_overrides.{field}"), "must be whole seconds"))
+        }
+        d => Ok(d.map(|d| d.seconds)),
+    }
+}
+
+/// The writable fields of a wire storage unit; only a fractional override duration fails here,
+/// everything else is validated by the domain.
+pub fn storage_unit_input(u: pb::StorageUnit) -> Result<StorageUnitInput, Error> {
+    let o = u.alarm_overrides.unwrap_or_default();
+    let alarm_overrides = AlarmOverridesInput {
+        range_low_c: o.range_low_c,
+        range_high_c: o.range_high_c,
+        heat_alarm_secs: whole_seconds("heat_alarm_after", o.heat_alarm_after)?,
+        heat_critical_secs: whole_seconds("heat_critical_after", o.heat_critical_after)?,
+        freeze_threshold_c: o.freeze_threshold_c,
+        freeze_alarm_secs: whole_seconds("freeze_alarm_after", o.freeze_alarm_after)?,
+        freeze_critical_secs: whole_seconds("freeze_critical_after", o.freeze_critical_after)?,
+        no_data_secs: whole_seconds("no_data_after", o.no_data_after)?,
+        power_out_secs: whole_seconds("power_out_after", o.power_out_after)?,
+    };
+    Ok(StorageUnitInput {
         facility_id: u.facility_id,
         kind: u.kind,
         name: u.name,
         temperature_profile: u.temperature_profile,
         capacity_litres: u.capacity_litres,
         active: u.active,
-    }
+        alarm_overrides,
+    })
 }
 
 impl From<Product> for pb::Product {

@@ -60,7 +60,7 @@ impl pb::facility_service_server::FacilityService for FacilityApi {
     ) -> Result<Response<pb::StorageUnit>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let input = storage_unit_input(r.storage_unit.unwrap_or_default());
+        let input = storage_unit_input(r.storage_unit.unwrap_or_default())?;
         Ok(Response::new(self.0.create_storage_unit(&c, &r.request_id, input).await?.into()))
     }
 
@@ -96,7 +96,7 @@ impl pb::facility_service_server::FacilityService for FacilityApi {
         let r = req.into_inner();
         let u = r.storage_unit.unwrap_or_default();
         let id = u.id.clone();
-        let input = storage_unit_input(u);
+        let input = storage_unit_input(u)?;
         Ok(Response::new(self.0.update_storage_unit(&c, &r.request_id, &id, &input, &r.update_mask).await?.into()))
     }
 }

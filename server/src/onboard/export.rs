@@ -9,7 +9,7 @@ use chrono::SecondsFormat;
 
 use super::format::{self, Column, Named, write_csv};
 use super::plan::Snapshot;
-use super::rows::hex;
+use super::rows::{hex, override_cells};
 use crate::domain::telemetry::RecordedReading;
 
 /// What to include beyond the entities.
@@ -81,14 +81,16 @@ pub fn render(snap: &Snapshot, opts: ExportOptions) -> Vec<ExportFile> {
         .units
         .iter()
         .map(|u| {
-            vec![
+            let mut row = vec![
                 code(&u.facility_id),
                 u.name.clone(),
                 u.kind.csv_name().to_owned(),
                 u.temperature_profile.csv_name().to_owned(),
                 u.capacity_litres.to_string(),
                 u.active.to_string(),
-            ]
+            ];
+            row.extend(override_cells(&u.alarm_overrides));
+            row
         })
         .collect();
 

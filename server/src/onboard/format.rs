@@ -58,6 +58,16 @@ pub const STORAGE_UNITS: FileSpec = FileSpec {
         req("temperature_profile"),
         opt("capacity_litres"),
         opt("active"),
+        // Alarm threshold overrides, named as in the API (domain::thresholds::FIELDS).
+        opt("range_low_c"),
+        opt("range_high_c"),
+        opt("heat_alarm_after"),
+        opt("heat_critical_after"),
+        opt("freeze_threshold_c"),
+        opt("freeze_alarm_after"),
+        opt("freeze_critical_after"),
+        opt("no_data_after"),
+        opt("power_out_after"),
     ],
 };
 /// The vaccine catalogue.

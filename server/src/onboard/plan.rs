@@ -10,10 +10,11 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use super::format::Named;
-use super::rows::{Located, ParentRef, Rows, hex, reason_of};
+use super::rows::{Located, ParentRef, Rows, hex, override_cells, reason_of};
 use super::{ACTOR, IssuedSecret, OPENING_BALANCE_REQUEST_ID, Problem, dhis2};
 use crate::domain::stock::{EntryDraft, EntryKind, LotInfo, Operation, StockPolicy};
 use crate::domain::telemetry::{Device, Probe};
+use crate::domain::thresholds;
 use crate::domain::{
     Facility, FacilityKind, Lot, NewToken, Product, Role, StorageUnit, TemperatureProfile, Token, new_id, token,
 };
@@ -632,6 +633,10 @@ impl<'a> Builder<'a> {
                 d.check("temperature_profile", u.temperature_profile.csv_name(), r.profile.csv_name());
                 d.check("capacity_litres", u.capacity_litres, r.capacity_litres);
                 d.check("active", u.active, r.active);
+                let (db, file) = (override_cells(&u.alarm_overrides), override_cells(&r.alarm_overrides));
+                for ((column, db), file) in thresholds::FIELDS.into_iter().zip(db).zip(file) {
+                    d.check(column, db, file);
+                }
                 match d.problem(at, format!("storage unit '{}' at '{}'", r.name, r.facility_code)) {
                     Some(p) => {
                         self.problem(p);
@@ -648,6 +653,7 @@ impl<'a> Builder<'a> {
                 temperature_profile: r.profile,
                 capacity_litres: r.capacity_litres,
                 active: r.active,
+                alarm_overrides: r.alarm_overrides,
                 created_at: self.now,
                 updated_at: self.now,
             };

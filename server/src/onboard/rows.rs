@@ -9,6 +9,7 @@ use chrono::NaiveDate;
 use super::format::{self, FileSpec, Named, Record, Table};
 use super::{Problem, SourceFile, dhis2};
 use crate::domain::catalog::{Presentation, VvmType, who_max_wastage_bp};
+use crate::domain::thresholds::{self, AlarmOverrides, AlarmOverridesInput};
 use crate::domain::{FacilityKind, Role, StorageUnitKind, TemperatureProfile, validate};
 use crate::error::Error;
 
@@ -85,6 +86,8 @@ pub struct UnitRow {
     pub capacity_litres: f64,
     /// In service.
     pub active: bool,
+    /// Alarm threshold overrides, checked against the profile.
+    pub alarm_overrides: AlarmOverrides,
 }
 
 /// A product row (wastage default applied).
@@ -365,10 +368,56 @@ impl<'a, 'p> Cells<'a, 'p> {
         self.check(column, r)
     }
 
+    fn opt_span(&mut self, column: &str) -> Option<Option<i64>> {
+        let v = self.raw(column);
+        if v.is_empty() {
+            return Some(None);
+        }
+        self.check(column, parse_span(v).map(Some))
+    }
+
     fn date(&mut self, column: &str) -> Option<NaiveDate> {
         let v = self.raw(column);
         self.check(column, parse_date(v))
     }
+}
+
+/// Parses a duration of whole seconds, minutes or hours (`45s`, `90min`, `10h`; a space before
+/// the unit is fine) into seconds.
+pub fn parse_span(v: &str) -> Result<i64, String> {
+    let bad = || format!("'{v}' is not a duration: a whole number with s, min or h, for example 90min");
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let scale = match unit.trim() {
+        "s" => 1,
+        "min" => 60,
+        "h" => 3600,
+        _ => return Err(bad()),
+    };
+    number.parse::<i64>().ok().and_then(|n| n.checked_mul(scale)).ok_or_else(bad)
+}
+
+/// A duration of whole seconds in the largest unit that keeps it whole (`10h`, `90min`, `45s`).
+pub fn span_cell(secs: i64) -> String {
+    thresholds::span(secs.saturating_mul(1000)).replace(' ', "")
+}
+
+/// The override cells of a unit, in the order of `thresholds::FIELDS` ("" when not overridden):
+/// °C as plain numbers, durations as [`span_cell`].
+pub fn override_cells(o: &AlarmOverrides) -> [String; 9] {
+    let t = |v: Option<i32>| v.map(|c| (f64::from(c) / 100.0).to_string()).unwrap_or_default();
+    let d = |v: Option<i64>| v.map(span_cell).unwrap_or_default();
+    [
+        t(o.range_low_centi),
+        t(o.range_high_centi),
+        d(o.heat_alarm_secs),
+        d(o.heat_critical_secs),
+        t(o.freeze_threshold_centi),
+        d(o.freeze_alarm_secs),
+        d(o.freeze_critical_secs),
+        d(o.no_data_secs),
+        d(o.power_out_secs),
+    ]
 }
 
 /// Parses `true/false`, `yes/no`, `1/0` (any case); empty gives the default.
@@ -578,16 +627,52 @@ fn unit(rec: &Record<'_>, problems: &mut Vec<Problem>) -> Option<UnitRow> {
     let profile = c.named::<TemperatureProfile>("temperature_profile");
     let capacity = c.opt_float("capacity_litres", 0.0, 1_000_000.0);
     let active = c.boolean("active", true);
+    let (lo, hi) = (thresholds::MIN_TEMP_C, thresholds::MAX_TEMP_C);
+    let range_low_c = c.opt_float("range_low_c", lo, hi);
+    let range_high_c = c.opt_float("range_high_c", lo, hi);
+    let heat_alarm_secs = c.opt_span("heat_alarm_after");
+    let heat_critical_secs = c.opt_span("heat_critical_after");
+    let freeze_threshold_c = c.opt_float("freeze_threshold_c", lo, hi);
+    let freeze_alarm_secs = c.opt_span("freeze_alarm_after");
+    let freeze_critical_secs = c.opt_span("freeze_critical_after");
+    let no_data_secs = c.opt_span("no_data_after");
+    let power_out_secs = c.opt_span("power_out_after");
     if !c.ok {
         return None;
     }
+    let profile = profile?;
+    let input = AlarmOverridesInput {
+        range_low_c: range_low_c?,
+        range_high_c: range_high_c?,
+        heat_alarm_secs: heat_alarm_secs?,
+        heat_critical_secs: heat_critical_secs?,
+        freeze_threshold_c: freeze_threshold_c?,
+        freeze_alarm_secs: freeze_alarm_secs?,
+        freeze_critical_secs: freeze_critical_secs?,
+        no_data_secs: no_data_secs?,
+        power_out_secs: power_out_secs?,
+    };
+    // The same rules as the API, so a file cannot hold what CreateStorageUnit would refuse; the
+    // error's field ends in the column name.
+    let alarm_overrides = match AlarmOverrides::parse(&input).and_then(|o| o.check(profile).map(|()| o)) {
+        Ok(o) => o,
+        Err(e) => {
+            let column = match &e {
+                Error::InvalidArgument { field, .. } => field.rsplit('.').next().unwrap_or_default().to_owned(),
+                _ => "temperature_profile".to_owned(),
+            };
+            c.report(&column, reason_of(e));
+            return None;
+        }
+    };
     Some(UnitRow {
         facility_code: facility_code?,
         name: name?,
         kind: kind?,
-        profile: profile?,
+        profile,
         capacity_litres: capacity?.unwrap_or(0.0),
         active: active?,
+        alarm_overrides,
     })
 }
 
@@ -857,6 +942,29 @@ mod tests {
         assert_eq!(rows.products[0].row.gtins, vec!["09506000000046".to_owned()]);
         assert_eq!((p[0].line, p[0].column.as_str()), (3, "gtins"), "{p:?}");
         assert!(rows.broken.products.contains("X"));
+    }
+
+    #[test]
+    fn units_take_alarm_overrides_checked_like_the_api() {
+        assert_eq!(parse_span("45s"), Ok(45));
+        assert_eq!(parse_span("90min"), Ok(5400));
+        assert_eq!(parse_span("10 h"), Ok(36_000));
+        assert!(parse_span("1.5h").is_err() && parse_span("-1h").is_err() && parse_span("60").is_err());
+        assert_eq!(span_cell(5400), "90min");
+        let header = "facility_code,name,kind,temperature_profile,range_high_c,heat_alarm_after,freeze_threshold_c";
+        let (rows, problems) = parse(
+            "storage_units.csv",
+            &format!("{header}\nF,A,ilr,refrigerated,12,1h,\nF,B,ilr,refrigerated,1,90,3\n"),
+        );
+        let cols: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.column.as_str())).collect();
+        // Line 3: 90 has no unit; the temperatures are checked once the cells parse.
+        assert_eq!(cols, vec![(3, "heat_alarm_after")], "{problems:?}");
+        let a = &rows.units[0].row.alarm_overrides;
+        assert_eq!((a.range_high_centi, a.heat_alarm_secs, a.freeze_threshold_centi), (Some(1200), Some(3600), None));
+        assert_eq!(override_cells(a)[1..3], ["12".to_owned(), "1h".to_owned()]);
+        let (_, problems) = parse("storage_units.csv", &format!("{header}\nF,B,ilr,refrigerated,1,1h,3\n"));
+        let cols: Vec<&str> = problems.iter().map(|p| p.column.as_str()).collect();
+        assert_eq!(cols, vec!["range_high_c"], "a high below the profile's low: {problems:?}");
     }
 
     #[test]

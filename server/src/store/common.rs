@@ -5,12 +5,23 @@
 /// Column lists, kept next to the row decoders that read them.
 pub(crate) const FACILITY_COLS: &str =
     "id, parent_id, kind, code, name, gln, external_id, latitude, longitude, active, path, created_at, updated_at";
-pub(crate) const UNIT_COLS: &str = "u.id, u.facility_id, u.kind, u.name, u.temperature_profile, u.capacity_litres, u.active, u.created_at, u.updated_at";
+pub(crate) const UNIT_COLS: &str = "u.id, u.facility_id, u.kind, u.name, u.temperature_profile, u.capacity_litres, \
+     u.active, u.created_at, u.updated_at, u.alarm_overrides";
 pub(crate) const PRODUCT_COLS: &str = "id, code, name, vaccine, doses_per_vial, presentation, vvm_type, \
      temperature_profile, acceptable_wastage_bp, multi_dose_vial_policy, gtins, active, created_at, updated_at";
 pub(crate) const LOT_COLS: &str = "id, product_id, gtin, lot_number, manufacturer, expiry, created_at";
 pub(crate) const TOKEN_COLS: &str =
     "t.id, t.role, t.scope_facility_id, t.device_id, t.description, t.created_at, t.revoked_at";
+
+/// A unit's alarm overrides as stored: JSON text, NULL when there are none.
+pub(crate) fn overrides_json(o: &crate::domain::AlarmOverrides) -> crate::error::Result<Option<String>> {
+    if o.is_empty() { Ok(None) } else { Ok(Some(serde_json::to_string(o)?)) }
+}
+
+/// Decodes stored alarm overrides (NULL = none).
+pub(crate) fn overrides_from_json(v: Option<String>) -> crate::error::Result<crate::domain::AlarmOverrides> {
+    Ok(v.map(|s| serde_json::from_str(&s)).transpose()?.unwrap_or_default())
+}
 
 /// Decodes a stored enum number, treating an unknown one as corruption.
 pub(crate) fn decode_enum<T>(v: i32, what: &str, f: impl Fn(i32) -> Option<T>) -> crate::error::Result<T> {
@@ -63,6 +74,7 @@ macro_rules! sql_store_common {
                 )?,
                 capacity_litres: r.try_get(c("capacity_litres").as_str())?,
                 active: r.try_get(c("active").as_str())?,
+                alarm_overrides: overrides_from_json(r.try_get(c("alarm_overrides").as_str())?)?,
                 created_at: r.try_get(c("created_at").as_str())?,
                 updated_at: r.try_get(c("updated_at").as_str())?,
             })
@@ -544,12 +556,13 @@ macro_rules! sql_store_common {
                     temperature_profile: new.temperature_profile,
                     capacity_litres: new.capacity_litres,
                     active: true,
+                    alarm_overrides: new.alarm_overrides,
                     created_at: now,
                     updated_at: now,
                 };
                 sqlx::query(
                     "INSERT INTO storage_units (id, facility_id, kind, name, temperature_profile, capacity_litres, \
-                     active, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     active, created_at, updated_at, alarm_overrides) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&u.id)
                 .bind(&u.facility_id)
@@ -560,6 +573,7 @@ macro_rules! sql_store_common {
                 .bind(u.active)
                 .bind(u.created_at)
                 .bind(u.updated_at)
+                .bind(overrides_json(&u.alarm_overrides)?)
                 .execute(&mut *tx)
                 .await
                 .map_err($crate::store::map_unique)?;
@@ -579,17 +593,20 @@ macro_rules! sql_store_common {
                     return Ok(Some(u));
                 }
                 let Some((mut u, _)) = fetch_unit(&mut tx, id).await? else { return Ok(None) };
-                patch.apply(&mut u);
+                // The overrides are checked against the merged unit; an error drops (rolls back) the
+                // transaction, idempotency claim included.
+                patch.apply(&mut u)?;
                 u.updated_at = d::now();
                 sqlx::query(
                     "UPDATE storage_units SET name = $1, temperature_profile = $2, capacity_litres = $3, active = $4, \
-                     updated_at = $5 WHERE id = $6",
+                     updated_at = $5, alarm_overrides = $6 WHERE id = $7",
                 )
                 .bind(&u.name)
                 .bind(u.temperature_profile.as_i32())
                 .bind(u.capacity_litres)
                 .bind(u.active)
                 .bind(u.updated_at)
+                .bind(overrides_json(&u.alarm_overrides)?)
                 .bind(&u.id)
                 .execute(&mut *tx)
                 .await

@@ -161,9 +161,11 @@ macro_rules! sql_onboard_store {
                 for chunk in plan.units.chunks(IMPORT_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new(
                         "INSERT INTO storage_units (id, facility_id, kind, name, temperature_profile, capacity_litres, \
-                         active, created_at, updated_at) ",
+                         active, created_at, updated_at, alarm_overrides) ",
                     );
-                    q.push_values(chunk, |mut b, u| {
+                    // Encoded up front: push_values cannot return an error.
+                    let overrides = chunk.iter().map(|u| overrides_json(&u.alarm_overrides)).collect::<Result<Vec<_>>>()?;
+                    q.push_values(chunk.iter().zip(overrides), |mut b, (u, overrides)| {
                         b.push_bind(&u.id)
                             .push_bind(&u.facility_id)
                             .push_bind(u.kind.as_i32())
@@ -172,7 +174,8 @@ macro_rules! sql_onboard_store {
                             .push_bind(u.capacity_litres)
                             .push_bind(u.active)
                             .push_bind(u.created_at)
-                            .push_bind(u.updated_at);
+                            .push_bind(u.updated_at)
+                            .push_bind(overrides);
                     });
                     q.build().execute(&mut *tx).await.map_err($crate::store::map_unique)?;
                     progress.advance(chunk_len(chunk.len()));

@@ -18,6 +18,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/sqlite/0010_device_sequence.sql")),
     (11, include_str!("../../migrations/sqlite/0011_readings_at_scale.sql")),
     (12, include_str!("../../migrations/sqlite/0012_alert_probe_index.sql")),
+    (13, include_str!("../../migrations/sqlite/0013_unit_alarm_overrides.sql")),
     (14, include_str!("../../migrations/sqlite/0014_web_sessions.sql")),
 ];
 

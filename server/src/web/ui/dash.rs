@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use chrono::{Datelike as _, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike as _, Duration, NaiveDate, Utc};
 use futures::StreamExt as _;
 use serde::Deserialize;
 use vaxtrace_proto::v1 as pb;
@@ -172,7 +172,7 @@ fn severity_badge(t: &Strings, s: Severity) -> String {
         Severity::Info => ("s-info", "ℹ", t.sev_info),
         Severity::Warning => ("s-warn", "⚠", t.sev_warning),
         Severity::Alarm => ("s-bad", "▲", t.sev_alarm),
-        Severity::Critical => ("s-bad", "⛔", t.sev_critical),
+        Severity::Critical => ("s-bad", "‼", t.sev_critical),
     };
     format!(r#"<span class="badge {class}">{sym} {}</span>"#, esc(word))
 }
@@ -371,7 +371,7 @@ impl Status {
             let _ = write!(s, r#"<span class="badge {class}">{sym} {}</span>"#, esc(word));
         };
         if let Some(sev) = self.breach {
-            badge(if sev.as_i32() >= Severity::Alarm.as_i32() { "s-bad" } else { "s-warn" }, "🌡", t.status_breach);
+            badge(if sev.as_i32() >= Severity::Alarm.as_i32() { "s-bad" } else { "s-warn" }, "▲", t.status_breach);
         }
         if self.offline {
             badge("s-warn", "⌁", t.status_offline);
@@ -383,7 +383,7 @@ impl Status {
             badge("s-warn", "↓", t.status_below_min);
         }
         if self.expiring {
-            badge("s-warn", "⏳", t.status_expiring);
+            badge("s-warn", "◷", t.status_expiring);
         }
         if self.weight() == 0 {
             badge("s-ok", "✔", t.status_ok);
@@ -738,9 +738,9 @@ struct FacilityQueryParams {
     done: Option<String>,
 }
 
-/// The safe range of a unit, °C (the limits drawn on its chart).
+/// The safe range of a unit, °C (the limits drawn on its chart), with its own overrides.
 fn limits(u: &StorageUnit) -> (f64, f64) {
-    let p = crate::app::coldchain::profile_for(u.temperature_profile, 60);
+    let p = crate::app::coldchain::unit_profile(u, 60);
     (f64::from(p.range_low_centi) / 100.0, f64::from(p.range_high_centi) / 100.0)
 }
 
@@ -764,8 +764,16 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
     let units = all_units(app, c, &f.id).await?;
     let latest = app.latest_readings(c, &f.id, 1000, "").await?;
     let latest: HashMap<&str, _> = latest.items.iter().map(|l| (l.storage_unit_id.as_str(), l)).collect();
-    let end = Utc::now();
     let (span, bucket) = range.span();
+    // Spans of whole hours on hour boundaries are served from the hourly rollups (720 rows for a
+    // month instead of 43,200 readings), so the window ends at the top of the coming hour.
+    let now = Utc::now();
+    let end = if bucket.num_seconds() % 3600 == 0 {
+        let secs = now.timestamp();
+        DateTime::from_timestamp(secs - secs.rem_euclid(3600) + 3600, 0).unwrap_or(now)
+    } else {
+        now
+    };
     let start = end - span;
     let mut body = String::new();
     if let Some(d) = done {
@@ -782,7 +790,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
         .collect();
     let _ = write!(body, r#"<nav class="tabs" aria-label="{}">{tabs}</nav>"#, esc(t.chart_title));
     for u in &units {
-        let now = match latest.get(u.id.as_str()) {
+        let current = match latest.get(u.id.as_str()) {
             Some(l) => match &l.reading {
                 Some(r) => {
                     let stale = if l.stale {
@@ -817,7 +825,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
             .items
             .iter()
             .filter(|a| a.start < end && a.end.is_none_or(|e| e > start))
-            .map(|a| Period { start: a.start, end: a.end.unwrap_or(end), label: kind_label(t, a.kind).to_owned() })
+            .map(|a| Period { start: a.start, end: a.end.unwrap_or(now), label: kind_label(t, a.kind).to_owned() })
             .collect();
         let chart_id = format!("chart-{}", u.id);
         let title = format!("{} — {} ({})", u.name, t.chart_title, range.label(t));
@@ -834,7 +842,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
         });
         let _ = write!(
             body,
-            r#"<div class="unit" id="unit-{id}"><h3>{name} <small>{profile:?}</small></h3><p>{lnow}: <strong class="temp-now">{now}</strong></p><figure class="chart">{svg}</figure></div>"#,
+            r#"<div class="unit" id="unit-{id}"><h3>{name} <small>{profile:?}</small></h3><p>{lnow}: <strong class="temp-now">{current}</strong></p><figure class="chart">{svg}</figure></div>"#,
             id = esc(&u.id),
             name = esc(&u.name),
             profile = u.temperature_profile,
@@ -864,7 +872,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
             esc(t.vvm),
             esc(t.quarantined)
         );
-        let today = end.date_naive();
+        let today = now.date_naive();
         for b in &balances.items {
             let product = products.get(&b.product_id).map_or(b.product_id.as_str(), |p| p.name.as_str());
             let expired = b.expiry < today;
@@ -874,7 +882,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
                 b.expiry.to_string()
             };
             let q = if b.balance.quarantined > 0 {
-                format!(r#"<span class="badge s-bad">⛔ {}</span>"#, num(b.balance.quarantined))
+                format!(r#"<span class="badge s-bad">■ {}</span>"#, num(b.balance.quarantined))
             } else {
                 "0".to_owned()
             };
