@@ -318,11 +318,11 @@ fn stock_section(ui: &Ui, d: &Desk, stock: &[crate::domain::stock::StockItem], f
         if s.expired(today) {
             flags.push(format!(r#"<span class="badge s-bad">✖ {}</span>"#, esc(t.reason_expired)));
         } else if days <= 90 {
-            flags.push(format!(r#"<span class="badge s-warn">⏳ {} {}</span>"#, esc(t.days_to_expiry), days));
+            flags.push(format!(r#"<span class="badge s-warn">◷ {} {}</span>"#, esc(t.days_to_expiry), days));
         }
         if s.balance.quarantined > 0 {
             flags.push(format!(
-                r#"<span class="badge s-bad">⛔ {} {}</span>"#,
+                r#"<span class="badge s-bad">‼ {} {}</span>"#,
                 esc(t.quarantined),
                 num(s.balance.quarantined)
             ));
