@@ -229,6 +229,15 @@ impl Browser {
         }
     }
 
+    /// Shows pages as a phone of `width` × `height` CSS pixels would (touch, mobile viewport):
+    /// a headless window cannot be narrower than 500 pixels, wider than most phones.
+    pub async fn phone(&self, width: u32, height: u32) {
+        let params = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": true});
+        self.cmd("POST", "/goog/cdp/execute", json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params}))
+            .await
+            .expect("phone viewport");
+    }
+
     /// Ends the session and the driver.
     pub async fn quit(mut self) {
         let _ = self.call("DELETE", &format!("/session/{}", self.session), None).await;

@@ -10,6 +10,7 @@
 mod assets;
 mod chart;
 mod dash;
+mod desk;
 pub(crate) mod i18n;
 pub(crate) mod page;
 mod session;
@@ -19,6 +20,7 @@ use axum::routing::{get, post};
 
 use super::WebState;
 
+pub(crate) use dash::kind_label as dash_kind_label;
 pub(crate) use page::{Ui, esc};
 pub(crate) use session::safe_next as session_back;
 
@@ -31,4 +33,5 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/lang/{code}", get(session::set_language))
         .route("/assets/{name}", get(assets::asset))
         .merge(dash::routes())
+        .merge(desk::routes())
 }
