@@ -201,7 +201,7 @@ async fn a_district_officers_morning_in_chromium() {
         b.screenshot(&format!("dashboard-reports-{name}")).await;
 
         // On a phone the tables become cards and nothing needs sideways scrolling.
-        b.resize(390, 844).await;
+        b.phone(390, 844).await;
         b.goto(&format!("{base}/dash")).await;
         b.wait_for("table.facilities", 10).await;
         let overflow = b.eval("return document.documentElement.scrollWidth - window.innerWidth;").await;
