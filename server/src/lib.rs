@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod notify;
 pub mod onboard;
 pub mod store;
+pub mod tls;
 pub mod web;
 
 use std::future::Future;
@@ -34,8 +35,44 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let metrics = app.metrics().clone();
     let closing = app.clone();
+    let router = router(app, false).await?;
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving gRPC, grpc-web and HTTP");
+    let shutdown = async move {
+        shutdown.await;
+        closing.close_streams();
+    };
+    // Without TCP_NODELAY every small gRPC answer waits ~40 ms for the client's delayed ACK
+    // (measured: 164 → 815 stock transactions/s; BENCHMARKS.md).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves as [`serve`] does, over TLS with `config` (see [`tls::server_config`]); session
+/// cookies of the pages are then `Secure`.
+pub async fn serve_tls(
+    app: App,
+    listener: TcpListener,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let closing = app.clone();
+    let router = router(app, true).await?;
+    tracing::info!(addr = ?listener.local_addr().ok(), "serving gRPC, grpc-web and HTTP over TLS");
+    let shutdown = async move {
+        shutdown.await;
+        closing.close_streams();
+    };
+    axum::serve(tls::TlsListener::new(listener, config)?, router).with_graceful_shutdown(shutdown).await
+}
+
+/// Everything the port answers: gRPC services, grpc-web, and the HTTP routes.
+async fn router(app: App, tls: bool) -> std::io::Result<axum::Router> {
+    let metrics = app.metrics().clone();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     for name in [
@@ -70,20 +107,8 @@ pub async fn serve(
         }))
         // grpc-web only on the gRPC routes: the layer answers 400 to any other HTTP/1.1 request.
         .layer(tonic_web::GrpcWebLayer::new())
-        .merge(web::router(app, metrics));
-    tracing::info!(addr = ?listener.local_addr().ok(), "serving gRPC, grpc-web and HTTP");
-    let shutdown = async move {
-        shutdown.await;
-        closing.close_streams();
-    };
-    // Without TCP_NODELAY every small gRPC answer waits ~40 ms for the client's delayed ACK
-    // (measured: 164 → 815 stock transactions/s; BENCHMARKS.md).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+        .merge(web::router(app, metrics, tls));
+    Ok(router)
 }
 
 fn req_is_grpc(req: &axum::extract::Request) -> bool {

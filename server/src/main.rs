@@ -65,6 +65,12 @@ enum Command {
         /// Database: `sqlite://PATH` (created if missing), `sqlite::memory:` or `postgres://USER@HOST/DB`.
         #[arg(long, env = "VAXTRACE_DATABASE_URL", default_value = "sqlite://vaxtrace.db", hide_env_values = true)]
         database_url: String,
+        /// PEM certificate chain: serve gRPC, grpc-web and HTTP over TLS (needs --tls-key).
+        #[arg(long, env = "VAXTRACE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, env = "VAXTRACE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Start a complete sample system on embedded defaults: SQLite, a seeded sample country.
     Demo {
@@ -204,7 +210,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log)?;
     match cli.command {
-        Command::Serve { listen, database_url } => {
+        Command::Serve { listen, database_url, tls_cert, tls_key } => {
+            // A bad certificate is an operator error worth finding before anything else starts.
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => Some(vaxtrace_server::tls::server_config(c, k).map_err(anyhow::Error::msg)?),
+                _ => None,
+            };
             tracing::info!(database = %redact(&database_url), "opening database");
             let app = vaxtrace_server::open(&database_url)
                 .await
@@ -220,14 +231,20 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen} (is the port taken? use --listen)"))?;
-            println!("vaxtrace listening on {}", listener.local_addr()?);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("vaxtrace listening on {scheme}://{}", listener.local_addr()?);
             app.spawn_stock_alerts(std::time::Duration::from_secs(cli.stock_alert_interval), cli.shipment_overdue_days);
             app.spawn_no_data_sweep(std::time::Duration::from_secs(cli.no_data_check_interval));
             app.spawn_readings_maintenance((cli.readings_retention_days > 0).then_some(cli.readings_retention_days));
             app.spawn_webhooks();
             let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
             println!("MQTT ingest via {mqtt}");
-            vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?;
+            match tls {
+                Some(config) => {
+                    vaxtrace_server::serve_tls(app, listener, config, vaxtrace_server::shutdown_signal()).await?;
+                }
+                None => vaxtrace_server::serve(app, listener, vaxtrace_server::shutdown_signal()).await?,
+            }
         }
         Command::Demo { data_dir, listen } => {
             let alerts = (cli.stock_alert_interval, cli.shipment_overdue_days);

@@ -22,14 +22,14 @@ pub(crate) struct WebState {
     pub(crate) tls: bool,
 }
 
-/// The HTTP routes.
-pub fn router(app: App, metrics: Metrics) -> Router {
+/// The HTTP routes; `tls` when the port is served over TLS.
+pub fn router(app: App, metrics: Metrics, tls: bool) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/api/v1/epcis", get(api::epcis))
         .merge(ui::routes())
-        .with_state(WebState { app, metrics, tls: false })
+        .with_state(WebState { app, metrics, tls })
 }
 
 async fn healthz(State(s): State<WebState>) -> impl IntoResponse {
