@@ -69,6 +69,10 @@ impl Web {
     }
 
     async fn send(&self, method: &str, path: &str, body: Option<String>) -> Page {
+        self.send_with(method, path, body, &[]).await
+    }
+
+    async fn send_with(&self, method: &str, path: &str, body: Option<String>, extra: &[(&str, &str)]) -> Page {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
@@ -79,6 +83,9 @@ impl Web {
         }
         if body.is_some() {
             req = req.header("content-type", "application/x-www-form-urlencoded");
+        }
+        for (k, v) in extra {
+            req = req.header(*k, *v);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request");
         let resp = self.http.request(req).await.expect("HTTP request");
@@ -96,6 +103,11 @@ impl Web {
     /// POST a form.
     pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         self.send("POST", path, Some(form(fields))).await
+    }
+
+    /// POST a form with extra request headers.
+    pub async fn post_with(&self, path: &str, fields: &[(&str, &str)], headers: &[(&str, &str)]) -> Page {
+        self.send_with("POST", path, Some(form(fields)), headers).await
     }
 
     /// Signs in with a token and keeps the session cookie; returns the sign-in response.

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use chrono::{Duration, Utc};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_tests::browser::Browser;
 use vaxtrace_tests::web::Web;
@@ -81,6 +82,54 @@ async fn sessions_scope_and_forgery() {
         let list = web.get("/dash/alerts").await;
         assert!(list.body.contains("technician called") && list.body.contains("data-state=\"2\""), "{name}");
         assert_eq!(list.body.matches("technician called").count(), 1, "{name}");
+
+        // Nothing from the address is echoed into the page or used as a message.
+        let p = web.get("/dash/alerts?state=%22%3E%3Cb%3Einjected&done=Call%20this%20number").await;
+        assert_eq!(p.status, 200, "{name}");
+        assert!(!p.body.contains("<b>injected") && !p.body.contains("Call this number"), "{name}");
+        // A refused acknowledgement shows the reason and keeps the comment as typed.
+        let p = web
+            .post(
+                "/dash/alerts/not-an-alert/acknowledge",
+                &[("csrf", &csrf), ("request_id", "r3"), ("comment", "kept <text>")],
+            )
+            .await;
+        assert!(p.status >= 400 && p.body.contains("notice error"), "{name}: {}", p.status);
+
+        // Sign-in cannot be forged from another site, and never redirects off the site.
+        let other = Web::new(srv.addr);
+        let p = other.post_with("/signin", &[("token", dio.as_str())], &[("sec-fetch-site", "cross-site")]).await;
+        assert_eq!(p.status, 403, "{name}");
+        let p = other.post("/signin", &[("token", dio.as_str()), ("next", "/\t/evil.example/")]).await;
+        assert_eq!((p.status, p.header("location")), (303, "/"), "{name}");
+
+        // An open live stream ends when its session does: the next event is not delivered.
+        let mut live = Web::new(srv.addr);
+        live.sign_in(&dio).await;
+        let live_csrf = live.get("/dash/alerts").await.field("csrf");
+        let mut stream = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let head = format!("GET /dash/alerts/stream HTTP/1.1\r\nhost: x\r\ncookie: {}\r\n\r\n", live.cookie);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(live.post("/signout", &[("csrf", live_csrf.as_str())]).await.status, 303, "{name}");
+        let cold: Vec<_> = (62..64).map(|i| (i as u64 + 1, t0 + Duration::minutes(10 * i), -3.0)).collect();
+        send_readings(&srv, &dev2, &key2, &cold).await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+                if String::from_utf8_lossy(&got).contains("\r\n0\r\n\r\n") {
+                    break;
+                }
+            }
+        })
+        .await;
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200"), "{name}: {got}");
+        assert!(!got.contains("event: alert"), "{name}: an event reached a signed-out stream: {got}");
 
         // CSV downloads are scoped like the pages.
         let p = web.get("/dash/reports/stock.csv").await;

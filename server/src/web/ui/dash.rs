@@ -232,10 +232,42 @@ fn alert_details(t: &Strings, a: &Alert) -> String {
     esc(&parts.join(" · "))
 }
 
+/// A refused form's input, shown again beside the reason so nothing typed is lost.
+#[derive(Debug, Clone, Default)]
+struct Kept {
+    /// The alert or exposure the form was about.
+    id: String,
+    /// Which form: `acknowledge`, `resolve` or `assess`.
+    form: &'static str,
+    /// Why it was refused.
+    error: String,
+    comment: String,
+    resolution: i32,
+    decision: i32,
+    discard_reason: i32,
+    discard_vials: String,
+}
+
+/// The confirmation a `done=` code stands for; anything else shows nothing (the code, never
+/// text from the address, so a crafted link cannot show its own "success" message).
+fn done_text(t: &Strings, code: Option<&str>) -> Option<&'static str> {
+    match code? {
+        "acknowledged" => Some(t.acknowledged_by),
+        "resolved" => Some(t.resolved_by),
+        "assessed" => Some(t.exposure_assessed),
+        _ => None,
+    }
+}
+
 /// One alert as a table row, with its acknowledge and resolve forms (the live list replaces
 /// rows by their id).
-fn alert_row(ui: &Ui, names: &Names, a: &Alert) -> String {
+fn alert_row(ui: &Ui, names: &Names, a: &Alert, kept: Option<&Kept>) -> String {
     let t = ui.t();
+    let kept = kept.filter(|k| k.id == a.id);
+    let kept_for = |form: &str| kept.filter(|k| k.form == form);
+    let open_if = |form: &str| if kept_for(form).is_some() { " open" } else { "" };
+    let comment_of = |form: &str| kept_for(form).map(|k| esc(&k.comment)).unwrap_or_default();
+    let error_of = |form: &str| kept_for(form).map(|k| notice(false, &k.error)).unwrap_or_default();
     let mut s = String::new();
     let facility = esc(names.facility(&a.subject.facility_id));
     let unit = if a.subject.storage_unit_id.is_empty() {
@@ -267,7 +299,10 @@ fn alert_row(ui: &Ui, names: &Names, a: &Alert) -> String {
     if ui.is_officer() && a.state == AlertState::Open {
         let _ = write!(
             actions,
-            r#"<details><summary>{ack}</summary><form method="post" action="/dash/alerts/{id}/acknowledge">{keys}<input type="hidden" name="back" value="{back}"><label for="ack-{id}">{q}</label><textarea id="ack-{id}" name="comment" required maxlength="1000" rows="2"></textarea><button>{ack}</button></form></details>"#,
+            r#"<details{open}><summary>{ack}</summary>{error}<form method="post" action="/dash/alerts/{id}/acknowledge">{keys}<input type="hidden" name="back" value="{back}"><label for="ack-{id}">{q}</label><textarea id="ack-{id}" name="comment" required maxlength="1000" rows="2">{comment}</textarea><button>{ack}</button></form></details>"#,
+            open = open_if("acknowledge"),
+            error = error_of("acknowledge"),
+            comment = comment_of("acknowledge"),
             ack = esc(t.acknowledge),
             id = esc(&a.id),
             keys = ui.form_keys(),
@@ -277,11 +312,17 @@ fn alert_row(ui: &Ui, names: &Names, a: &Alert) -> String {
     if ui.is_officer() && a.state != AlertState::Resolved {
         let options: String = RESOLUTIONS
             .iter()
-            .map(|r| format!(r#"<option value="{r}">{}</option>"#, esc(resolution_word(t, *r))))
+            .map(|r| {
+                let sel = if kept_for("resolve").is_some_and(|k| k.resolution == *r) { " selected" } else { "" };
+                format!(r#"<option value="{r}"{sel}>{}</option>"#, esc(resolution_word(t, *r)))
+            })
             .collect();
         let _ = write!(
             actions,
-            r#"<details><summary>{res}</summary><form method="post" action="/dash/alerts/{id}/resolve">{keys}<input type="hidden" name="back" value="{back}"><label for="res-{id}">{resolution}</label><select id="res-{id}" name="resolution" required>{options}</select><label for="rc-{id}">{comment}</label><textarea id="rc-{id}" name="comment" required maxlength="1000" rows="2"></textarea><button>{res}</button></form></details>"#,
+            r#"<details{open}><summary>{res}</summary>{error}<form method="post" action="/dash/alerts/{id}/resolve">{keys}<input type="hidden" name="back" value="{back}"><label for="res-{id}">{resolution}</label><select id="res-{id}" name="resolution" required>{options}</select><label for="rc-{id}">{comment}</label><textarea id="rc-{id}" name="comment" required maxlength="1000" rows="2">{typed}</textarea><button>{res}</button></form></details>"#,
+            open = open_if("resolve"),
+            error = error_of("resolve"),
+            typed = comment_of("resolve"),
             res = esc(t.resolve),
             id = esc(&a.id),
             keys = ui.form_keys(),
@@ -308,7 +349,7 @@ fn alert_row(ui: &Ui, names: &Names, a: &Alert) -> String {
     s
 }
 
-fn alerts_table(ui: &Ui, names: &Names, alerts: &[Alert], live_url: Option<&str>) -> String {
+fn alerts_table(ui: &Ui, names: &Names, alerts: &[Alert], live_url: Option<&str>, kept: Option<&Kept>) -> String {
     let t = ui.t();
     let live = live_url.map(|u| format!(r#" data-live="{}""#, esc(u))).unwrap_or_default();
     let mut s = format!(
@@ -321,7 +362,7 @@ fn alerts_table(ui: &Ui, names: &Names, alerts: &[Alert], live_url: Option<&str>
         esc(t.state)
     );
     for a in alerts {
-        s.push_str(&alert_row(ui, names, a));
+        s.push_str(&alert_row(ui, names, a, kept));
     }
     s.push_str("</tbody></table></div>");
     if alerts.is_empty() {
@@ -534,24 +575,32 @@ struct AlertsQuery {
 
 /// `GET /dash/alerts`: the alert list; the unresolved view updates live.
 async fn alerts(State(s): State<WebState>, ui: Ui, Query(q): Query<AlertsQuery>) -> Response {
+    alerts_page(&s.app, &ui, &q, None).await
+}
+
+async fn alerts_page(app: &App, ui: &Ui, q: &AlertsQuery, kept: Option<&Kept>) -> Response {
     let t = ui.t();
     let c = &ui.caller;
-    let view = q.state.as_deref().unwrap_or("open");
-    let states = match view {
-        "resolved" => vec![AlertState::Resolved.as_i32()],
-        "all" => Vec::new(),
-        _ => vec![AlertState::Open.as_i32(), AlertState::Acknowledged.as_i32()],
+    // Only these three words ever reach the page, whatever the address said.
+    let (view, states) = match q.state.as_deref() {
+        Some("resolved") => ("resolved", vec![AlertState::Resolved.as_i32()]),
+        Some("all") => ("all", Vec::new()),
+        _ => ("open", vec![AlertState::Open.as_i32(), AlertState::Acknowledged.as_i32()]),
     };
     let kinds = q.kind.map(|k| vec![k]).unwrap_or_default();
-    let token = q.page_token.unwrap_or_default();
-    let (page, latest) = match s.app.list_alerts(c, "", "", kinds, states, 0, 200, &token).await {
+    let token = q.page_token.clone().unwrap_or_default();
+    let (page, latest) = match app.list_alerts(c, "", "", kinds, states, 0, 200, &token).await {
         Ok(x) => x,
-        Err(e) => return render_error(&ui, e),
+        Err(e) => return render_error(ui, e),
     };
-    let names = Names::load(&s.app, c, &page.items).await;
+    let names = Names::load(app, c, &page.items).await;
     let mut body = String::new();
-    if let Some(done) = q.done.as_deref() {
+    if let Some(done) = done_text(t, q.done.as_deref()) {
         body.push_str(&notice(true, done));
+    }
+    // A refusal about an alert not on this page still needs saying.
+    if let Some(k) = kept.filter(|k| !page.items.iter().any(|a| a.id == k.id)) {
+        body.push_str(&notice(false, &k.error));
     }
     let kind_q = q.kind.map(|k| format!("&kind={k}")).unwrap_or_default();
     let tab = |v: &str, label: &str| {
@@ -579,7 +628,7 @@ async fn alerts(State(s): State<WebState>, ui: Ui, Query(q): Query<AlertsQuery>)
             esc(t.live_connected)
         );
     }
-    body.push_str(&alerts_table(&ui, &names, &page.items, live.as_deref()));
+    body.push_str(&alerts_table(ui, &names, &page.items, live.as_deref(), kept));
     if !page.next_page_token.is_empty() {
         let _ = write!(
             body,
@@ -587,7 +636,7 @@ async fn alerts(State(s): State<WebState>, ui: Ui, Query(q): Query<AlertsQuery>)
             esc(&page.next_page_token)
         );
     }
-    layout(&ui, t.nav_alerts, Nav::Alerts, &body)
+    layout(ui, t.nav_alerts, Nav::Alerts, &body)
 }
 
 /// Query of the live alert stream.
@@ -607,12 +656,25 @@ async fn alert_stream(State(s): State<WebState>, ui: Ui, headers: HeaderMap, Que
         Ok(rx) => rx,
         Err(e) => return super::page::plain_error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let app = s.app.clone();
+    // The session is checked again before every event and every 30 s: signing out, expiry or a
+    // revoked token ends an open stream too, not only new requests.
+    let secret = super::page::cookie(&headers, super::page::SESSION_COOKIE).unwrap_or("").to_owned();
+    let (app, watcher, watched) = (s.app.clone(), s.app.clone(), secret.clone());
+    let session_ended = async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            if watcher.session_caller(&watched).await.is_err() {
+                return;
+            }
+        }
+    };
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx).then(move |ev| {
         let app = app.clone();
         let ui = ui.clone();
+        let secret = secret.clone();
         async move {
             let ev = ev?;
+            app.session_caller(&secret).await?;
             let names = Names::load(&app, &ui.caller, std::slice::from_ref(&ev.alert)).await;
             let t = ui.t();
             let label = format!(
@@ -623,14 +685,14 @@ async fn alert_stream(State(s): State<WebState>, ui: Ui, headers: HeaderMap, Que
             );
             let data = serde_json::json!({
                 "id": ev.alert.id,
-                "html": alert_row(&ui, &names, &ev.alert),
+                "html": alert_row(&ui, &names, &ev.alert, None),
                 "label": label,
                 "opened": ev.kind == crate::domain::alert::EventType::Opened,
             });
             Ok::<_, Error>(Event::default().id(ev.event_id.to_string()).event("alert").data(data.to_string()))
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(stream.take_until(Box::pin(session_ended))).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// The acknowledge form.
@@ -647,8 +709,11 @@ async fn acknowledge(State(s): State<WebState>, ui: Ui, Path(id): Path<String>, 
         return r;
     }
     match s.app.acknowledge_alert(&ui.caller, &f.request_id, &id, &f.comment).await {
-        Ok(_) => Redirect::to(&done(session_back(f.back.as_deref()), ui.t().acknowledged_by)).into_response(),
-        Err(e) => render_error(&ui, e),
+        Ok(_) => Redirect::to(&done(session_back(f.back.as_deref()), "acknowledged")).into_response(),
+        Err(e) => {
+            let kept = Kept { id, form: "acknowledge", comment: f.comment, ..Default::default() };
+            refused(&s.app, &ui, e, kept).await
+        }
     }
 }
 
@@ -667,16 +732,31 @@ async fn resolve(State(s): State<WebState>, ui: Ui, Path(id): Path<String>, Form
         return r;
     }
     match s.app.resolve_alert(&ui.caller, &f.request_id, &id, f.resolution, &f.comment).await {
-        Ok(_) => Redirect::to(&done(session_back(f.back.as_deref()), ui.t().resolved_by)).into_response(),
-        Err(e) => render_error(&ui, e),
+        Ok(_) => Redirect::to(&done(session_back(f.back.as_deref()), "resolved")).into_response(),
+        Err(e) => {
+            let kept = Kept { id, form: "resolve", comment: f.comment, resolution: f.resolution, ..Default::default() };
+            refused(&s.app, &ui, e, kept).await
+        }
     }
 }
 
-/// A page to go back to, with a confirmation to show there.
-fn done(back: &str, what: &str) -> String {
+/// The alert list again after a refused acknowledge or resolve: the reason beside the form and
+/// the comment as typed.
+async fn refused(app: &App, ui: &Ui, e: Error, mut kept: Kept) -> Response {
+    let (code, msg) = super::page::error_text(ui.t(), e);
+    kept.error = msg;
+    let q = AlertsQuery { state: Some("all".into()), kind: None, page_token: None, done: None };
+    let mut r = alerts_page(app, ui, &q, Some(&kept)).await;
+    if r.status().is_success() {
+        *r.status_mut() = code;
+    }
+    r
+}
+
+/// A page to go back to, with the code of a confirmation to show there.
+fn done(back: &str, code: &str) -> String {
     let sep = if back.contains('?') { '&' } else { '?' };
-    let what: String = url_encode(what);
-    format!("{back}{sep}done={what}")
+    format!("{back}{sep}done={code}")
 }
 
 fn url_encode(s: &str) -> String {
@@ -751,13 +831,20 @@ async fn facility(
     Path(id): Path<String>,
     Query(q): Query<FacilityQueryParams>,
 ) -> Response {
-    match facility_page(&s.app, &ui, &id, Range::parse(q.range.as_deref()), q.done.as_deref()).await {
+    match facility_page(&s.app, &ui, &id, Range::parse(q.range.as_deref()), q.done.as_deref(), None).await {
         Ok(r) => r,
         Err(e) => render_error(&ui, e),
     }
 }
 
-async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<&str>) -> Result<Response> {
+async fn facility_page(
+    app: &App,
+    ui: &Ui,
+    id: &str,
+    range: Range,
+    done: Option<&str>,
+    kept: Option<&Kept>,
+) -> Result<Response> {
     let t = ui.t();
     let c = &ui.caller;
     let f = app.get_facility(c, id).await?;
@@ -776,7 +863,7 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
     };
     let start = end - span;
     let mut body = String::new();
-    if let Some(d) = done {
+    if let Some(d) = done_text(t, done) {
         body.push_str(&notice(true, d));
     }
     // Storage units and charts.
@@ -968,6 +1055,11 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
             dh = d.degree_hours_above_max.unwrap_or(0.0),
         );
         if ui.is_officer() && x.end.is_some() {
+            let k = kept.filter(|k| k.form == "assess" && k.id == x.id);
+            if let Some(k) = k {
+                body.push_str(&notice(false, &k.error));
+            }
+            let checked = |v: i32| if k.is_some_and(|k| k.decision == v) { " checked" } else { "" };
             let reasons: String = [
                 (2, t.reason_vvm),
                 (3, t.reason_frozen),
@@ -976,11 +1068,18 @@ async fn facility_page(app: &App, ui: &Ui, id: &str, range: Range, done: Option<
                 (14, t.reason_other),
             ]
             .iter()
-            .map(|(v, w)| format!(r#"<option value="{v}">{}</option>"#, esc(w)))
+            .map(|(v, w)| {
+                let sel = if k.is_some_and(|k| k.discard_reason == *v) { " selected" } else { "" };
+                format!(r#"<option value="{v}"{sel}>{}</option>"#, esc(w))
+            })
             .collect();
             let _ = write!(
                 body,
-                r#"<form method="post" action="/dash/exposures/{id}/assess">{keys}<input type="hidden" name="facility_id" value="{fid}"><fieldset><legend>{assess}</legend><label><input type="radio" name="decision" value="1" required> {release}</label><label><input type="radio" name="decision" value="2"> {discard}</label></fieldset><label for="dr-{id}">{lreason}</label><select id="dr-{id}" name="discard_reason"><option value="0">–</option>{reasons}</select><label for="dv-{id}">{lvials}</label><input id="dv-{id}" name="discard_vials" type="number" min="0" max="{max}" inputmode="numeric"><label for="dc-{id}">{lcomment}</label><textarea id="dc-{id}" name="comment" required maxlength="1000" rows="2"></textarea><button>{assess}</button></form>"#,
+                r#"<form method="post" action="/dash/exposures/{id}/assess">{keys}<input type="hidden" name="facility_id" value="{fid}"><fieldset><legend>{assess}</legend><label><input type="radio" name="decision" value="1" required{c1}> {release}</label><label><input type="radio" name="decision" value="2"{c2}> {discard}</label></fieldset><label for="dr-{id}">{lreason}</label><select id="dr-{id}" name="discard_reason"><option value="0">–</option>{reasons}</select><label for="dv-{id}">{lvials}</label><input id="dv-{id}" name="discard_vials" type="number" min="0" max="{max}" inputmode="numeric" value="{vials}"><label for="dc-{id}">{lcomment}</label><textarea id="dc-{id}" name="comment" required maxlength="1000" rows="2">{comment}</textarea><button>{assess}</button></form>"#,
+                c1 = checked(1),
+                c2 = checked(2),
+                vials = k.map(|k| esc(&k.discard_vials)).unwrap_or_default(),
+                comment = k.map(|k| esc(&k.comment)).unwrap_or_default(),
                 id = esc(&x.id),
                 keys = ui.form_keys(),
                 fid = esc(&f.id),
@@ -1005,7 +1104,7 @@ struct AssessForm {
     csrf: String,
     request_id: String,
     facility_id: String,
-    decision: i32,
+    decision: Option<i32>,
     discard_reason: Option<i32>,
     discard_vials: Option<String>,
     comment: String,
@@ -1015,23 +1114,46 @@ async fn assess(State(s): State<WebState>, ui: Ui, Path(id): Path<String>, Form(
     if let Some(r) = ui.refuse_forged(&f.csrf) {
         return r;
     }
-    let vials = match f.discard_vials.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-        None => 0,
-        Some(v) => match v.parse::<i64>() {
-            Ok(n) => n,
-            Err(_) => return render_error(&ui, Error::invalid("discard_vials", "must be a whole number of vials")),
-        },
+    let typed = f.discard_vials.clone().unwrap_or_default();
+    let vials = match typed.trim() {
+        "" => Ok(0),
+        v => v.parse::<i64>().map_err(|_| Error::invalid("discard_vials", "must be a whole number of vials")),
     };
-    let r = s
-        .app
-        .assess_exposure(&ui.caller, &f.request_id, &id, f.decision, f.discard_reason.unwrap_or(0), vials, &f.comment)
-        .await;
+    let r = match (vials, f.decision) {
+        (Err(e), _) => Err(e),
+        (Ok(_), None) => Err(Error::invalid("decision", "choose release or discard")),
+        (Ok(n), Some(d)) => s
+            .app
+            .assess_exposure(&ui.caller, &f.request_id, &id, d, f.discard_reason.unwrap_or(0), n, &f.comment)
+            .await
+            .map(|_| ()),
+    };
     match r {
-        Ok(_) => {
+        Ok(()) => {
             let back = format!("/dash/facilities/{}", url_encode(&f.facility_id));
-            Redirect::to(&done(&back, ui.t().exposure_assessed)).into_response()
+            Redirect::to(&done(&back, "assessed")).into_response()
         }
-        Err(e) => render_error(&ui, e),
+        Err(e) => {
+            // The facility page again, with the reason at the form and everything as typed.
+            let (code, error) = super::page::error_text(ui.t(), e);
+            let kept = Kept {
+                id,
+                form: "assess",
+                error,
+                comment: f.comment,
+                decision: f.decision.unwrap_or(0),
+                discard_reason: f.discard_reason.unwrap_or(0),
+                discard_vials: typed,
+                ..Default::default()
+            };
+            match facility_page(&s.app, &ui, &f.facility_id, Range::Day, None, Some(&kept)).await {
+                Ok(mut r) => {
+                    *r.status_mut() = code;
+                    r
+                }
+                Err(e) => render_error(&ui, e),
+            }
+        }
     }
 }
 

@@ -31,9 +31,34 @@ pub(super) struct Next {
 
 /// Only a path on this site may follow sign-in: never another site (an open redirect).
 pub(crate) fn safe_next(next: Option<&str>) -> &str {
+    // Browsers drop tabs and line breaks inside URLs, so `/\t/evil.example` would become
+    // `//evil.example`: no control characters or spaces at all, no second slash, no backslash.
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n,
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.bytes().any(|b| b < 0x21 || b == 0x7f) =>
+        {
+            n
+        }
         _ => "/",
+    }
+}
+
+/// Whether a form post came from another site (the browser says so in `Sec-Fetch-Site`, or an
+/// `Origin` names another host): signing someone in with an attacker's token is refused.
+fn cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site.eq_ignore_ascii_case("cross-site");
+    }
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (Some(origin), Some(host)) if origin != "null" => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        (Some(_), _) => true,
+        _ => false,
     }
 }
 
@@ -89,6 +114,9 @@ pub(super) async fn sign_in(State(s): State<WebState>, headers: HeaderMap, Form(
     let lang = lang_of(&headers);
     let t = lang.strings();
     let next = safe_next(f.next.as_deref()).to_owned();
+    if cross_site(&headers) {
+        return super::page::plain_error(StatusCode::FORBIDDEN, t.error_forged);
+    }
     match s.app.sign_in(&f.token).await {
         Ok(new) => {
             let mut r = Redirect::to(&next).into_response();
@@ -166,5 +194,24 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\n")), "/");
+        assert_eq!(safe_next(Some("/ /x")), "/");
+    }
+
+    #[test]
+    fn sign_in_from_another_site_is_recognised() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(cross_site(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(!cross_site(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(cross_site(&h(&[("origin", "https://evil.example"), ("host", "vaxtrace.example")])));
+        assert!(!cross_site(&h(&[("origin", "https://vaxtrace.example"), ("host", "vaxtrace.example")])));
+        assert!(!cross_site(&h(&[("host", "vaxtrace.example")])), "no Origin: a plain client, not a browser");
     }
 }
