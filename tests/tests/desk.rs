@@ -84,6 +84,47 @@ async fn desk_forms_act_once_and_keep_what_was_typed() {
         assert!(home.body.len() < PAGE_LIMIT, "{name}: {} bytes", home.body.len());
         // Another store's desk is outside the scope.
         assert_eq!(web.get(&format!("/desk?facility={}", w.n)).await.status, 403, "{name}");
+        // A page start past the end (or at the largest number) is an empty page, not a panic.
+        for from in ["150", &usize::MAX.to_string()] {
+            let p = web.get(&format!("/desk?from={from}")).await;
+            assert_eq!(p.status, 200, "{name}: from={from}: {}", p.body);
+            let p = web.get(&format!("/desk/count?from={from}")).await;
+            assert_eq!(p.status, 200, "{name}: count from={from}: {}", p.body);
+        }
+
+        // A session report whose site is not one the form offers (here the cold-chain point
+        // below, a facility in scope but no session site of this store) is refused, with the
+        // value kept and marked, and nothing is filed.
+        let page = web.get("/desk/session").await;
+        let (csrf, rid) = keys(&page, "/desk/session");
+        let today = Utc::now().date_naive().to_string();
+        let a1 = format!("{du}:{}", w.lots[0]);
+        let c = w.c.clone();
+        let elsewhere = [
+            ("csrf", csrf.as_str()),
+            ("request_id", rid.as_str()),
+            ("facility", d.as_str()),
+            ("site", c.as_str()),
+            ("session_date", today.as_str()),
+            ("storage_unit_id", du.as_str()),
+            ("lines[0].stock", a1.as_str()),
+            ("lines[0].vials_issued", "3"),
+            ("lines[0].vials_opened", "3"),
+            ("lines[0].doses_administered", "25"),
+        ];
+        let before = entries(&mut w).await.len();
+        let p = web.post("/desk/session", &elsewhere).await;
+        assert_eq!(p.status, 400, "{name}: {}", p.body);
+        assert!(p.body.contains(r#"id="form-error""#), "{name}");
+        assert!(
+            p.body.contains(r#"<select id="site" name="site" aria-invalid="true""#),
+            "{name}: the site is marked: {}",
+            p.body
+        );
+        assert!(p.body.contains(&format!(r#"<option value="{c}" selected>"#)), "{name}: the site is kept as sent");
+        assert!(p.body.contains(r#"value="25""#), "{name}: the figures are kept");
+        assert_eq!(entries(&mut w).await.len(), before, "{name}: nothing filed");
+        assert_eq!(balance(&mut w, &du, 0).await, 100, "{name}");
 
         // An adjustment: sent twice with the same request_id, it is written once and both
         // answers show the same result.
@@ -252,6 +293,39 @@ async fn desk_forms_act_once_and_keep_what_was_typed() {
     }
 }
 
+/// "Below minimum" on the desk is the store's own usable stock against its policy, as the alert
+/// engine counts it: stock already sent down to a cold-chain point does not keep the district
+/// store off the list.
+#[tokio::test]
+async fn below_minimum_counts_the_stores_own_stock() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let name = srv.db.name();
+        let mut w = stocked(&srv).await;
+        let (d, c, cu, product) = (w.d.clone(), w.c.clone(), w.cu.clone(), w.product.clone());
+        // D keeps 50 vials of B2 (500 doses); 100 vials of A1 (1,000 doses) go down to C.
+        ship(&mut w, &d, &c, &cu, 0, 100).await;
+        let policy = pb::StockPolicy {
+            facility_id: d.clone(),
+            product_id: product.clone(),
+            min_doses: 1000,
+            max_doses: 3000,
+            ..Default::default()
+        };
+        let r = pb::SetStockPolicyRequest { policy: Some(policy), request_id: String::new() };
+        w.stock.set_stock_policy(authed(&w.tok, r)).await.unwrap();
+        let dm = token(&srv, &w.tok, pb::Role::DepotManager, &d).await;
+        let mut web = Web::new(srv.addr);
+        web.sign_in(&dm).await;
+        let home = web.get("/desk").await;
+        assert_eq!(home.status, 200, "{name}: {}", home.body);
+        let list = home.body.split_once(r#"<ul class="plain below-min">"#).map(|(_, r)| r).unwrap_or_default();
+        let list = list.split_once("</ul>").map(|(l, _)| l).unwrap_or_default();
+        assert!(list.contains(": 500 ") && list.contains("min 1,000"), "{name}: {list:?} in {}", home.body);
+        srv.stop().await;
+    }
+}
+
 async fn balances(w: &mut World, unit: &str) -> Vec<pb::Balance> {
     let r = pb::ListBalancesRequest { storage_unit_id: unit.into(), page_size: 100, ..Default::default() };
     w.stock.list_balances(authed(&w.tok, r)).await.unwrap().into_inner().balances
@@ -375,6 +449,7 @@ async fn store_pages_book_receipts_counts_transfers_and_sessions() {
         let (csrf, rid) = keys(&page, "/desk/session");
         let today = Utc::now().date_naive().to_string();
         let a1 = format!("{du}:{}", w.lots[0]);
+        let b2 = format!("{du}:{}", w.lots[1]);
         let session = [
             ("csrf", csrf.as_str()),
             ("request_id", rid.as_str()),
@@ -386,8 +461,11 @@ async fn store_pages_book_receipts_counts_transfers_and_sessions() {
             ("lines[0].vials_issued", "3"),
             ("lines[0].vials_opened", "3"),
             ("lines[0].doses_administered", "25"),
-            ("lines[1].stock", ""),
-            ("lines[1].vials_issued", ""),
+            // A lot the issue page handed over but the session did not need: no figures, not filed.
+            ("lines[1].stock", b2.as_str()),
+            ("lines[1].vials_issued", "0"),
+            ("lines[2].stock", ""),
+            ("lines[2].vials_issued", ""),
             ("comment", ""),
         ];
         let before = entries(&mut w).await.len();
@@ -398,6 +476,7 @@ async fn store_pages_book_receipts_counts_transfers_and_sessions() {
         }
         assert_eq!(entries(&mut w).await.len(), before + 1, "{name}: one session issue entry");
         assert_eq!(balance(&mut w, &du, 0).await, 97, "{name}");
+        assert_eq!(balance(&mut w, &du, 1).await, 50, "{name}: the empty line booked nothing");
 
         // A big store stays small on the wire: 150 lots in one unit are shown page by page.
         let lines = (0..150)
@@ -619,6 +698,45 @@ async fn a_depot_day_in_chromium() {
         assert_eq!(b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await, serde_json::json!(1));
         b.screenshot(&shot("offline-kept")).await;
         assert_eq!(entries(&mut w).await.len(), before, "{name}: nothing sent yet");
+        // The link is back but a proxy answers 503 while the app restarts: the waiting form is
+        // not dropped, and pressing the button keeps the page and the form as typed.
+        b.eval(
+            "window.fetch = () => Promise.resolve(new Response('<html><body><h1>503 Service Unavailable</h1></body></html>', {status: 503, headers: {'Content-Type': 'text/html'}})); window.dispatchEvent(new Event('online')); return 0;",
+        )
+        .await;
+        let mut shown = String::new();
+        for _ in 0..50 {
+            shown = b
+                .eval("return document.querySelector('#queue-note').textContent;")
+                .await
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if shown.ends_with("503") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(shown.ends_with("503"), "{name}: {shown}");
+        assert_eq!(b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await, serde_json::json!(1));
+        b.click(&b.find("form[action='/desk/adjust'] button.big").await).await;
+        b.wait_for("#queue-note.error", 5).await;
+        for _ in 0..50 {
+            if b.eval(r#"return !document.querySelector("form[action='/desk/adjust'] button.big").disabled;"#).await
+                == serde_json::json!(true)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(b.eval("return document.querySelector('#vials').value;").await, serde_json::json!("1"), "{name}");
+        assert_eq!(
+            b.eval("return document.querySelector('#comment').value;").await,
+            serde_json::json!("vial cracked in the fridge"),
+            "{name}: the page was not replaced"
+        );
+        assert_eq!(b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await, serde_json::json!(1));
+        assert_eq!(entries(&mut w).await.len(), before, "{name}: nothing sent yet");
         b.eval("window.fetch = window.__fetch; window.dispatchEvent(new Event('online')); return 0;").await;
         b.wait_for("#queue-note.ok", 10).await;
         assert_eq!(b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await, serde_json::json!(0));
@@ -635,6 +753,42 @@ async fn a_depot_day_in_chromium() {
         b.wait_for("html[lang=hi] nav.actions", 10).await;
         assert!(b.source().await.contains("स्टॉक डेस्क"), "{name}");
         b.screenshot(&shot("home-hindi")).await;
+
+        // A waiting form older than a session is dropped, not sent; one still waiting when its
+        // person signs out goes with them.
+        let queue_offline = async || {
+            b.goto(&format!("{base}/desk/adjust")).await;
+            set(&b, "#stock", &stock).await;
+            set(&b, "#reason", "5").await;
+            b.type_into(&b.find("#vials").await, "1").await;
+            b.type_into(&b.find("#comment").await, "cracked").await;
+            b.eval("window.fetch = () => Promise.reject(new TypeError('offline')); return 0;").await;
+            b.click(&b.find("form[action='/desk/adjust'] button.big").await).await;
+            b.wait_for("#queue-note.error", 5).await;
+            assert_eq!(
+                b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await,
+                serde_json::json!(1)
+            );
+        };
+        let before = entries(&mut w).await.len();
+        queue_offline().await;
+        b.eval("const q = JSON.parse(localStorage.getItem('vxt-queue')); q[0].at -= 13 * 3600 * 1000; localStorage.setItem('vxt-queue', JSON.stringify(q)); return 0;").await;
+        b.goto(&format!("{base}/desk")).await;
+        b.wait_for("nav.actions", 10).await;
+        assert_eq!(
+            b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await,
+            serde_json::json!(0),
+            "{name}"
+        );
+        queue_offline().await;
+        b.click(&b.find("form[action='/signout'] button").await).await;
+        b.wait_for("#token", 10).await;
+        assert_eq!(
+            b.eval("return JSON.parse(localStorage.getItem('vxt-queue')).length;").await,
+            serde_json::json!(0),
+            "{name}"
+        );
+        assert_eq!(entries(&mut w).await.len(), before, "{name}: neither was sent");
 
         check_ledger(&mut w, name).await;
         b.quit().await;

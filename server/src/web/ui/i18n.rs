@@ -98,7 +98,7 @@ strings! {
     reason_vvm, reason_frozen, reason_expired, reason_broken, reason_other,
     // Stock desk.
     desk_actions, line, form_refused, scan_label, scan_help, vvm_stage, vvm_not_recorded, vvm_discard, queue_saved,
-    queue_sent, queue_signin, fk_national, fk_state, fk_district, fk_ccp, fk_site, ship_draft,
+    queue_server, queue_stale, queue_sent, queue_signin, fk_national, fk_state, fk_district, fk_ccp, fk_site, ship_draft,
     ship_dispatched, ship_received, ship_cancelled, adj_expired, adj_vvm, adj_frozen, adj_heat, adj_broken,
     adj_contaminated, adj_label, adj_recalled, adj_lost, adj_stolen, adj_found, adj_count, adj_returned,
     adj_other, disc_lost, disc_damaged, disc_frozen, disc_heat, disc_stolen, disc_short_packed, disc_other,
@@ -121,7 +121,7 @@ strings! {
     desk_session_done, desk_on_hand, desk_count_help, desk_on_books, desk_count_other, desk_counted,
     desk_complete_units, desk_record_count, desk_count_done, desk_difference, desk_reason, desk_direction,
     desk_remove, desk_add, desk_adjust_help, desk_record_adjustment, desk_adjust_done, desk_one_unit,
-    desk_to_unit, desk_move, desk_transfer_done,
+    desk_to_unit, desk_move, desk_transfer_done, desk_not_a_choice,
 }
 
 /// English.
@@ -268,6 +268,8 @@ pub const EN: Strings = Strings {
     vvm_not_recorded: "Not recorded",
     vvm_discard: "discard point",
     queue_saved: "Not sent: no connection. The form is kept on this device and will be sent by itself when the connection returns. You can also press the button again.",
+    queue_server: "Not sent: the server could not take it just now (it may be restarting). The form is kept on this device and will be sent by itself shortly. You can also press the button again.",
+    queue_stale: "Not sent: this page has expired. The form is kept on this device and will be sent when you reload the page.",
     queue_sent: "A form saved on this device has now been sent:",
     queue_signin: "A form saved on this device is waiting: sign in again to send it.",
     fk_national: "National store",
@@ -406,6 +408,7 @@ pub const EN: Strings = Strings {
     desk_to_unit: "Move to",
     desk_move: "Move the vials",
     desk_transfer_done: "Vials moved.",
+    desk_not_a_choice: "is not one of the choices this form offers; pick one from the list.",
 };
 
 /// Hindi.
@@ -552,6 +555,8 @@ pub const HI: Strings = Strings {
     vvm_not_recorded: "दर्ज नहीं",
     vvm_discard: "नष्ट करने का बिंदु",
     queue_saved: "नहीं भेजा गया: कनेक्शन नहीं है। फ़ॉर्म इस डिवाइस पर सुरक्षित है और कनेक्शन लौटने पर अपने आप भेजा जाएगा। आप बटन फिर से भी दबा सकते हैं।",
+    queue_server: "नहीं भेजा गया: सर्वर अभी इसे नहीं ले सका (शायद फिर से शुरू हो रहा है)। फ़ॉर्म इस डिवाइस पर सुरक्षित है और थोड़ी देर में अपने आप भेजा जाएगा। आप बटन फिर से भी दबा सकते हैं।",
+    queue_stale: "नहीं भेजा गया: यह पेज पुराना हो गया है। फ़ॉर्म इस डिवाइस पर सुरक्षित है और पेज दोबारा लोड करने पर भेजा जाएगा।",
     queue_sent: "इस डिवाइस पर सहेजा गया फ़ॉर्म अब भेज दिया गया:",
     queue_signin: "इस डिवाइस पर सहेजा गया फ़ॉर्म प्रतीक्षा में है: उसे भेजने के लिए फिर से साइन इन करें।",
     fk_national: "राष्ट्रीय भंडार",
@@ -690,4 +695,5 @@ pub const HI: Strings = Strings {
     desk_to_unit: "यहाँ ले जाएँ",
     desk_move: "शीशियाँ स्थानांतरित करें",
     desk_transfer_done: "शीशियाँ स्थानांतरित हो गईं।",
+    desk_not_a_choice: "इस फ़ॉर्म के विकल्पों में से नहीं है; सूची में से एक चुनें।",
 };

@@ -41,14 +41,26 @@
 // form that could not be sent stays filled in, says so, and waits in this browser (localStorage)
 // until the link returns. Each form carries its request_id, so sending it again never acts twice
 // and a timed-out form that did arrive answers with its first result. A queued form is sent only
-// from a page of the same signed-in person. Without the script the forms post as usual.
+// from a page of the same signed-in person, is dropped unsent once older than a session lives
+// (12 hours), and is cleared when that person signs out. Without the script the forms post as usual.
 (function () {
   'use strict';
   var KEY = 'vxt-queue';
+  var WHO = 'vxt-who';
+  var MAX_AGE = 12 * 3600 * 1000;
   var busy = false;
 
-  function load() { try { return JSON.parse(localStorage.getItem(KEY) || '[]'); } catch (e) { return []; } }
+  function fresh(x) { var age = Date.now() - (x && x.at); return age >= 0 && age < MAX_AGE; }
   function save(q) { try { localStorage.setItem(KEY, JSON.stringify(q)); return true; } catch (e) { return false; } }
+  // The queue without forms gone stale: those are dropped here, never sent.
+  function load() {
+    var q;
+    try { q = JSON.parse(localStorage.getItem(KEY) || '[]'); } catch (e) { q = []; }
+    if (!Array.isArray(q)) { q = []; }
+    var kept = q.filter(fresh);
+    if (kept.length !== q.length) { save(kept); }
+    return kept;
+  }
   function rid(body) { return new URLSearchParams(body).get('request_id') || ''; }
 
   function note(text, bad) {
@@ -77,6 +89,12 @@
 
   function signedOut(res) { return res.status === 401 || res.url.indexOf('/signin') >= 0; }
   function who() { var w = document.querySelector('[data-who]'); return w ? w.getAttribute('data-who') : ''; }
+  // One of our pages (a result, or a form with the reason), not a proxy's or a plain-text refusal.
+  function ours(res, doc) {
+    var type = res.headers.get('Content-Type') || '';
+    return type.indexOf('text/html') >= 0 && !!doc && !!doc.getElementById('main');
+  }
+  function parse(html) { return new DOMParser().parseFromString(html, 'text/html'); }
   function mine() { var me = who(); return load().filter(function (x) { return me && x.who === me; }); }
 
   // Sends the forms waiting in this browser, oldest first, with this page's anti-forgery value
@@ -92,8 +110,17 @@
     post(item.action, body.toString()).then(function (res) {
       if (signedOut(res)) { note(item.signin, true); busy = false; return; }
       return res.text().then(function (html) {
+        var doc = parse(html);
+        // Settled only by an answer of ours: done (2xx) or refused for good (4xx). A 5xx (a proxy
+        // while the app restarts), or a plain-text refusal, leaves it waiting for the next try.
+        var settled = ours(res, doc) && (res.ok || (res.status >= 400 && res.status < 500));
+        if (!settled) {
+          var plain = (res.headers.get('Content-Type') || '').indexOf('text/plain') >= 0;
+          note(item.title + ' — ' + ((plain && html.trim().slice(0, 300)) || res.status), true);
+          busy = false;
+          return;
+        }
         save(load().filter(function (x) { return rid(x.body) !== rid(item.body); }));
-        var doc = new DOMParser().parseFromString(html, 'text/html');
         var out = doc.querySelector('#form-error, .notice');
         note(item.sent + ' ' + item.title + ' — ' + (out ? out.textContent : res.status), !res.ok);
         busy = false;
@@ -104,6 +131,13 @@
 
   document.addEventListener('submit', function (ev) {
     var form = ev.target;
+    // Signing out takes this person's waiting forms with it: they are not sent in a later session.
+    if (form.getAttribute && form.getAttribute('action') === '/signout') {
+      var me = who();
+      if (!me) { try { me = sessionStorage.getItem(WHO) || ''; } catch (e) { me = ''; } }
+      if (me) { save(load().filter(function (x) { return x.who !== me; })); }
+      return;
+    }
     if (!form.hasAttribute('data-queue') || !window.fetch || !window.URLSearchParams || !window.FormData) { return; }
     ev.preventDefault();
     var body = new URLSearchParams(new FormData(form));
@@ -115,9 +149,13 @@
     post(form.action, body.toString()).then(function (res) {
       if (signedOut(res)) { throw new Error('signed out'); }
       return res.text().then(function (html) {
+        var doc = parse(html);
+        // A 5xx (a proxy while the app restarts), a 403 (this page's anti-forgery value has gone
+        // stale) or an answer that is not a page of ours: keep the form, as when the link is down.
+        if (res.status === 403) { throw new Error('stale'); }
+        if (res.status >= 500 || !ours(res, doc)) { throw new Error('server'); }
         // The answer is the result page (or the form again with the reason): show it in place,
         // so this script and its listeners stay as they are.
-        var doc = new DOMParser().parseFromString(html, 'text/html');
         document.title = doc.title;
         document.body.replaceWith(doc.body);
         window.scrollTo(0, 0);
@@ -130,7 +168,8 @@
       q.push({ action: form.action, body: body.toString(), title: document.title, at: Date.now(), who: who(),
         sent: form.getAttribute('data-sent') || '', signin: form.getAttribute('data-signin') || '' });
       save(q);
-      var out = e && e.message === 'signed out' ? form.getAttribute('data-signin') : form.getAttribute('data-offline');
+      var why = { 'signed out': 'data-signin', server: 'data-server', stale: 'data-stale' }[e && e.message];
+      var out = form.getAttribute(why || 'data-offline') || form.getAttribute('data-offline');
       note(out || 'Not sent.', true);
     });
   });
@@ -168,6 +207,7 @@
     if (next && next.focus) { next.focus(); }
   });
 
+  if (who()) { try { sessionStorage.setItem(WHO, who()); } catch (e) { /* private mode */ } }
   if (mine().length) { flush(); }
   window.addEventListener('online', flush);
   setInterval(flush, 20000);

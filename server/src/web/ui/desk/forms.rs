@@ -149,11 +149,18 @@ impl Problem {
     /// The attributes of an input: marked invalid and described by the notice when the refusal
     /// is about it.
     pub fn attrs(&self, name: &str) -> &'static str {
-        if !self.field.is_empty() && (self.field == name || name.starts_with(&format!("{}.", self.field))) {
-            r#" aria-invalid="true" aria-describedby="form-error" autofocus"#
-        } else {
-            ""
-        }
+        if self.is_about(name) { r#" aria-invalid="true" aria-describedby="form-error" autofocus"# } else { "" }
+    }
+
+    /// Whether the refusal is about this input (or the whole line or group it belongs to).
+    pub fn is_about(&self, name: &str) -> bool {
+        !self.field.is_empty() && (self.field == name || name.starts_with(&format!("{}.", self.field)))
+    }
+
+    /// ` open` for a `<details>` holding any of `names` when the refusal is about one of them, so
+    /// the marked field is not hidden in a collapsed section.
+    pub fn open_for(&self, names: &[String]) -> &'static str {
+        if names.iter().any(|n| self.is_about(n)) { " open" } else { "" }
     }
 
     /// Whether a line holds the field the refusal is about.
@@ -269,7 +276,13 @@ pub(super) fn select_field(
         p.attrs(name)
     );
     if let Some(b) = blank {
-        let _ = write!(s, r#"<option value="">{}</option>"#, esc(b));
+        let sel = if current.is_empty() { " selected" } else { "" };
+        let _ = write!(s, r#"<option value=""{sel}>{}</option>"#, esc(b));
+    }
+    // A submitted value that is not offered stays as sent, flagged, rather than the browser
+    // quietly showing the first option in its place (and that being sent next time).
+    if !current.is_empty() && !options.iter().any(|(val, _)| val == current) {
+        let _ = write!(s, r#"<option value="{}" selected>⚠ {}</option>"#, esc(current), esc(current));
     }
     for (val, text) in options {
         let sel = if val == current { " selected" } else { "" };
@@ -277,6 +290,23 @@ pub(super) fn select_field(
     }
     s.push_str("</select></div>");
     s
+}
+
+/// Refuses a submitted choice that is not among `options` (a stale or altered form): the form
+/// comes back with the field marked instead of the value being acted on. Blank passes (whether a
+/// blank is allowed is the App's to say).
+pub(super) fn check_choice(
+    t: &Strings,
+    v: &Fields,
+    name: &str,
+    label: &str,
+    options: &[(String, String)],
+) -> std::result::Result<(), Problem> {
+    let current = v.get(name);
+    if current.is_empty() || options.iter().any(|(val, _)| val == current) {
+        return Ok(());
+    }
+    Err(Problem { message: format!("{} {label} {}", t.form_refused, t.desk_not_a_choice), field: name.to_owned() })
 }
 
 /// The text field a USB or Bluetooth barcode scanner types into. The scanner's closing Enter
@@ -422,6 +452,22 @@ mod tests {
         assert_eq!(f.line_stock_unit(0), "U1");
         assert_eq!(f.line_lot(2), LotRef::Scanned("(01)09506000134352(10)AB".into()));
         assert!(Fields::from_pairs(vec![("n".into(), "1.5".into())]).int("n").is_err());
+    }
+
+    #[test]
+    fn a_choice_not_offered_is_kept_flagged_and_refused() {
+        let opts = vec![("A".to_owned(), "Site A".to_owned()), ("B".to_owned(), "Site B".to_owned())];
+        let v = Fields::from_pairs(vec![("site".into(), "Z".into()), ("ok".into(), "B".into())]);
+        let html = select_field(&v, &Problem::default(), "site", "Site", &opts, None);
+        assert!(html.contains(r#"<option value="Z" selected>"#), "{html}");
+        assert!(!html.contains(r#"value="A" selected"#), "{html}");
+        let html = select_field(&v, &Problem::default(), "ok", "Site", &opts, Some("—"));
+        assert!(html.contains(r#"<option value="B" selected>"#) && !html.contains(r#"value="" selected"#), "{html}");
+        let p = check_choice(&EN, &v, "site", "Site", &opts).err().unwrap_or_default();
+        assert_eq!(p.field, "site");
+        assert!(!p.attrs("site").is_empty());
+        assert!(check_choice(&EN, &v, "ok", "Site", &opts).is_ok());
+        assert!(check_choice(&EN, &v, "absent", "Site", &opts).is_ok());
     }
 
     #[test]

@@ -11,7 +11,6 @@ use super::super::Ui;
 use super::super::page::{esc, num, pct, when};
 use super::{At, Desk, desk_or_picker, desk_page, fail};
 use crate::app::App;
-use crate::app::report::Grouping;
 use crate::domain::alert::{AlertState, Severity};
 use crate::domain::stock::{Shipment, ShipmentState};
 use crate::domain::{Caller, FacilityKind};
@@ -126,21 +125,17 @@ async fn body(app: &App, ui: &Ui, d: &Desk, from: usize) -> Result<String> {
     }
     b.push_str("</section>");
 
-    // Below minimum: the facility's own policies against its usable doses.
+    // Below minimum: the facility's own policies against its own usable doses (what it holds
+    // itself, not its sites below; expired and VVM 3/4 vials do not count), as the alert engine
+    // and the README put it.
+    let today = Utc::now().date_naive();
+    let stock = if d.holds_stock() { d.stock(app, c).await? } else { Vec::new() };
     let policies = app.list_policies(c, &d.f.id, "", 1000, "").await?.items;
     if !policies.is_empty() {
-        let rows = match app
-            .stock_on_hand(c, &d.f.id, Grouping { facility: true, product: true, lot: false }, 0, "", None, false)
-            .await
-        {
-            Err(Error::NotFound { .. }) => Vec::new(),
-            r => r?,
-        };
-        let own: BTreeMap<&str, i64> = rows
-            .iter()
-            .filter(|r| r.facility.as_ref().is_some_and(|f| f.facility.id == d.f.id))
-            .filter_map(|r| Some((r.product.as_ref()?.id.as_str(), r.available.1)))
-            .collect();
+        let mut own: BTreeMap<&str, i64> = BTreeMap::new();
+        for s in &stock {
+            *own.entry(s.product_id.as_str()).or_default() += s.usable_vials(today) * s.doses_per_vial;
+        }
         let _ = write!(b, r#"<section aria-labelledby="h-min"><h2 id="h-min">{}</h2>"#, esc(t.desk_below_min));
         let short: Vec<_> = policies
             .iter()
@@ -203,11 +198,10 @@ async fn body(app: &App, ui: &Ui, d: &Desk, from: usize) -> Result<String> {
 
     // Stock on hand by product, then lot.
     if d.holds_stock() {
-        b.push_str(&stock_section(ui, d, &d.stock(app, c).await?, from));
+        b.push_str(&stock_section(ui, d, &stock, from));
     }
 
     // Wastage at sessions this month.
-    let today = Utc::now().date_naive();
     let month_start = today.with_day(1).unwrap_or(today);
     let wastage = match app.wastage(c, &d.f.id, "", month_start, today, None).await {
         Err(Error::NotFound { .. }) => Vec::new(),
@@ -312,6 +306,9 @@ fn stock_section(ui: &Ui, d: &Desk, stock: &[crate::domain::stock::StockItem], f
     let mut items: Vec<_> = stock.iter().collect();
     items
         .sort_by(|a, b| d.product_name(&a.product_id).cmp(d.product_name(&b.product_id)).then(a.expiry.cmp(&b.expiry)));
+    // `from` comes from the address: clamped to the list, so the next page's start cannot overflow.
+    let from = from.min(items.len());
+    let next = from.saturating_add(STOCK_ROWS);
     for s in items.iter().skip(from).take(STOCK_ROWS) {
         let days = (s.expiry - today).num_days();
         let mut flags = Vec::new();
@@ -355,13 +352,13 @@ fn stock_section(ui: &Ui, d: &Desk, stock: &[crate::domain::stock::StockItem], f
         );
     }
     b.push_str("</tbody></table></div>");
-    if items.len() > from + STOCK_ROWS {
+    if items.len() > next {
         let _ = write!(
             b,
             r#"<p class="help">{} {} <a class="button" href="{}#h-stock">→</a></p>"#,
             esc(t.desk_more_rows),
-            num((items.len() - from - STOCK_ROWS) as i64),
-            esc(&d.href(&format!("/desk?from={}", from + STOCK_ROWS))),
+            num((items.len() - next) as i64),
+            esc(&d.href(&format!("/desk?from={next}"))),
         );
     }
     b.push_str("</section>");

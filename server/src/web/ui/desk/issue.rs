@@ -19,7 +19,6 @@ use super::receive::{next_links, queue_attrs, shipment_summary};
 use super::{Desk, desk_or_picker, fail, kind_word, page_with_status, url_encode};
 use crate::app::App;
 use crate::app::stock::{LotRef, NewShipmentLine};
-use crate::domain::facility::FacilityQuery;
 use crate::domain::stock::{AllocationReason, Shipment, ShipmentState};
 use crate::domain::{Caller, Facility, FacilityKind};
 use crate::error::{Error, Result};
@@ -48,11 +47,9 @@ fn reason_word(t: &Strings, r: AllocationReason) -> &'static str {
     }
 }
 
-/// Where the store may send stock: the facilities below it.
+/// Where the store may send stock: the facilities directly below it (all of them, however many).
 async fn destinations(app: &App, c: &Caller, d: &Desk) -> Result<Vec<Facility>> {
-    let q = FacilityQuery { ancestor_id: d.f.id.clone(), ..Default::default() };
-    let mut out: Vec<Facility> =
-        app.list_facilities(c, q, 1000, "").await?.items.into_iter().filter(|f| f.id != d.f.id).collect();
+    let mut out: Vec<Facility> = d.children(app, c, 0).await?.into_iter().filter(|f| f.id != d.f.id).collect();
     out.sort_by(|a, b| a.kind.as_i32().cmp(&b.kind.as_i32()).then_with(|| a.name.cmp(&b.name)));
     Ok(out)
 }

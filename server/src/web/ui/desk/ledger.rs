@@ -93,8 +93,10 @@ pub(super) async fn count_page(State(s): State<WebState>, ui: Ui, Query(at): Que
         .filter(|u| d.units.iter().any(|x| x.id == *u))
         .or_else(|| d.units.first().map(|u| u.id.clone()))
         .unwrap_or_default();
-    let from = at.from.unwrap_or(0);
     let in_unit: Vec<&StockItem> = sorted(&d, &stock).into_iter().filter(|s| s.storage_unit_id == unit).collect();
+    // `from` comes from the address: clamped to the list, so the next page's start cannot overflow.
+    let from = at.from.unwrap_or(0).min(in_unit.len());
+    let next = from.saturating_add(COUNT_ROWS);
     let mut v = Fields::default();
     v.set("unit", unit.clone());
     v.set("from", from.to_string());
@@ -110,8 +112,8 @@ pub(super) async fn count_page(State(s): State<WebState>, ui: Ui, Query(at): Que
         v.set(line_key(j, "unit"), unit.clone());
         v.set(line_key(j, "counted_vials"), "");
     }
-    if in_unit.len() > from + COUNT_ROWS {
-        v.set("next", (from + COUNT_ROWS).to_string());
+    if in_unit.len() > next {
+        v.set("next", next.to_string());
     }
     count_form(&ui, &d, &stock, &v, &Problem::default(), StatusCode::OK)
 }
@@ -348,7 +350,7 @@ fn lot_picker(ui: &Ui, d: &Desk, stock: &[StockItem], v: &Fields, p: &Problem) -
     let _ = write!(
         b,
         r#"<details{}><summary>{}</summary>"#,
-        if v.get("scan").is_empty() { "" } else { " open" },
+        if v.get("scan").is_empty() { p.open_for(&["scan".to_owned(), "unit".to_owned()]) } else { " open" },
         esc(t.desk_or_scan)
     );
     b.push_str(&scan_field(v, p, "scan", t));

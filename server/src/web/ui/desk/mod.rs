@@ -132,12 +132,23 @@ impl Desk {
 
     /// The facility's session sites (where its sessions are held).
     pub async fn session_sites(&self, app: &App, c: &Caller) -> Result<Vec<Facility>> {
-        let q = FacilityQuery {
-            parent_id: self.f.id.clone(),
-            kind: FacilityKind::SessionSite.as_i32(),
-            ..Default::default()
-        };
-        Ok(app.list_facilities(c, q, 1000, "").await?.items)
+        self.children(app, c, FacilityKind::SessionSite.as_i32()).await
+    }
+
+    /// The facilities directly below this one (of one kind, 0 = any), every page of them: a
+    /// store sends stock to these, never past them to its children's sites.
+    pub async fn children(&self, app: &App, c: &Caller, kind: i32) -> Result<Vec<Facility>> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let q = FacilityQuery { parent_id: self.f.id.clone(), kind, ..Default::default() };
+            let page = app.list_facilities(c, q, 1000, &token).await?;
+            out.extend(page.items);
+            if page.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            token = page.next_page_token;
+        }
     }
 }
 

@@ -282,8 +282,10 @@ async fn receive_page(
 pub(super) fn queue_attrs(ui: &Ui) -> String {
     let t = ui.t();
     format!(
-        r#" data-offline="{}" data-sent="{}" data-signin="{}""#,
+        r#" data-offline="{}" data-server="{}" data-stale="{}" data-sent="{}" data-signin="{}""#,
         esc(t.queue_saved),
+        esc(t.queue_server),
+        esc(t.queue_stale),
         esc(t.queue_sent),
         esc(t.queue_signin),
     )
@@ -414,10 +416,11 @@ fn supplier_form(ui: &Ui, d: &Desk, v: &Fields, p: &Problem, code: StatusCode) -
         let mark = if p.on_line(i) { " bad" } else { "" };
         let _ = write!(b, r#"<fieldset class="line{mark}"><legend>{} {}</legend>"#, esc(t.line), i + 1);
         b.push_str(&scan_field(v, p, &line_key(i, "scan"), t));
+        let typed = [line_key(i, "product"), line_key(i, "lot_number"), line_key(i, "expiry")];
         let _ = write!(
             b,
             r#"<details{}><summary>{}</summary><div class="row">"#,
-            if v.line(i, "lot_number").is_empty() { "" } else { " open" },
+            if v.line(i, "lot_number").is_empty() { p.open_for(&typed) } else { " open" },
             esc(t.desk_type_lot)
         );
         b.push_str(&select_field(v, p, &line_key(i, "product"), t.product, &products, Some("—")));

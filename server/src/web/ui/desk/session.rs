@@ -13,8 +13,8 @@ use chrono::{NaiveDate, Utc};
 use super::super::Ui;
 use super::super::page::{esc, notice, num, pct};
 use super::forms::{
-    Fields, Problem, adjustment_options, comment_field, date_field, line_key, num_field, scan_field, select_field,
-    stock_options, unit_options,
+    Fields, Problem, adjustment_options, check_choice, comment_field, date_field, line_key, num_field, scan_field,
+    select_field, stock_options, unit_options,
 };
 use super::receive::{next_links, queue_attrs};
 use super::{Desk, desk_or_picker, fail, page_with_status};
@@ -104,12 +104,8 @@ async fn form(app: &App, ui: &Ui, d: &Desk, v: &Fields, p: &Problem) -> Result<S
         let mark = if p.on_line(i) { " bad" } else { "" };
         let _ = write!(b, r#"<fieldset class="line{mark}"><legend>{} {}</legend>"#, esc(t.line), i + 1);
         b.push_str(&select_field(v, p, &line_key(i, "stock"), t.desk_lot_in_stock, &choices, Some("—")));
-        let _ = write!(
-            b,
-            r#"<details{}><summary>{}</summary>"#,
-            if v.line(i, "scan").is_empty() { "" } else { " open" },
-            esc(t.desk_or_scan)
-        );
+        let scan_open = if v.line(i, "scan").is_empty() { p.open_for(&[line_key(i, "scan")]) } else { " open" };
+        let _ = write!(b, r#"<details{scan_open}><summary>{}</summary>"#, esc(t.desk_or_scan));
         b.push_str(&scan_field(v, p, &line_key(i, "scan"), t));
         b.push_str(r#"</details><div class="row">"#);
         b.push_str(&num_field(v, p, &line_key(i, "vials_issued"), t.desk_vials_issued, false));
@@ -119,11 +115,12 @@ async fn form(app: &App, ui: &Ui, d: &Desk, v: &Fields, p: &Problem) -> Result<S
         b.push_str(&num_field(v, p, &line_key(i, "unopened_vials_discarded"), t.desk_discarded_unopened, false));
         b.push_str(&select_field(v, p, &line_key(i, "discard_reason"), t.discard_reason, &reasons, Some("—")));
         b.push_str("</div>");
-        let open = !v.line_blank(i, &["opened_vials_kept", "opened_vials_reused"]);
+        let mdvp = [line_key(i, "opened_vials_kept"), line_key(i, "opened_vials_reused")];
+        let open =
+            if v.line_blank(i, &["opened_vials_kept", "opened_vials_reused"]) { p.open_for(&mdvp) } else { " open" };
         let _ = write!(
             b,
-            r#"<details{}><summary>{}</summary><p class="help">{}</p><div class="row">"#,
-            if open { " open" } else { "" },
+            r#"<details{open}><summary>{}</summary><p class="help">{}</p><div class="row">"#,
             esc(t.desk_mdvp),
             esc(t.desk_mdvp_help)
         );
@@ -136,15 +133,17 @@ async fn form(app: &App, ui: &Ui, d: &Desk, v: &Fields, p: &Problem) -> Result<S
     Ok(b)
 }
 
-/// The lines of a session form that name a lot or hold a number.
 /// The lot and figures of each used line, and the form line each came from.
 type ReportLines = (Vec<(crate::app::stock::LotRef, SessionLine)>, Vec<usize>);
 
+/// The lines of a session form that hold a number. A line with a lot but no figures is unused:
+/// the issue page hands over every lot it could take, those it did not need with 0 vials, and
+/// filing them would book empty lines.
 fn report_lines(v: &Fields) -> Result<ReportLines> {
     let mut lines = Vec::new();
     let mut rows = Vec::new();
     for i in v.rows() {
-        if v.line(i, "stock").is_empty() && v.line(i, "scan").is_empty() && v.line_blank(i, &NUMBERS) {
+        if v.line_blank(i, &NUMBERS) {
             continue;
         }
         let n = |name: &str| v.line_int(i, name);
@@ -177,6 +176,19 @@ pub(super) async fn submit(State(s): State<WebState>, ui: Ui, Form(pairs): Form<
         Err(r) => return r,
     };
     let t = ui.t();
+    // The site and the unit must be ones this form offers: a value from a stale or altered form
+    // is refused with the field marked, never filed somewhere else.
+    let offered = match site_options(&s.app, &ui.caller, &d).await {
+        Ok(sites) => check_choice(t, &v, "site", t.desk_session_site, &sites)
+            .and_then(|()| check_choice(t, &v, "storage_unit_id", t.desk_from_unit, &unit_options(&d))),
+        Err(e) => return fail(&ui, e),
+    };
+    if let Err(p) = offered {
+        return match form(&s.app, &ui, &d, &v, &p).await {
+            Ok(b) => page_with_status(&ui, &d, t.desk_session, &b, StatusCode::BAD_REQUEST),
+            Err(e) => fail(&ui, e),
+        };
+    }
     let parsed = report_lines(&v).map_err(|e| (e, Vec::new())).and_then(|(lines, rows)| {
         let date = NaiveDate::parse_from_str(v.trimmed("session_date"), "%Y-%m-%d")
             .map_err(|_| (Error::invalid("session_date", "must be a date (YYYY-MM-DD)"), Vec::new()))?;
