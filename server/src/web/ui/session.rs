@@ -69,7 +69,7 @@ fn sign_in_form(lang: Lang, next: &str, message: Option<&str>) -> String {
         r#"<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1"><title>{title} · vaxtrace</title><link rel="stylesheet" href="/assets/{css}"></head><body><main id="main" class="narrow"><p class="brand">vaxtrace</p><h1>{title}</h1>{msg}<form method="post" action="/signin"><input type="hidden" name="next" value="{next}"><label for="token">{label}</label><input id="token" name="token" type="password" autocomplete="current-password" required autofocus spellcheck="false"><p class="help">{help}</p><button>{title}</button></form><p><a href="/lang/{ocode}" lang="{ocode}">{oname}</a></p></main></body></html>"#,
         lang = lang.code(),
         title = esc(t.sign_in),
-        css = super::assets::CSS_NAME,
+        css = super::assets::CSS_NAME.as_str(),
         msg = message.map(|m| notice(false, m)).unwrap_or_default(),
         next = esc(next),
         label = esc(t.token_label),
