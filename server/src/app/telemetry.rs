@@ -481,11 +481,15 @@ impl App {
                 }
             }
             let mut retry: Vec<usize> = later;
+            let mut halves = false;
             match self.store.store_reading_groups(&shares, t).await {
-                Err(e) if msgs.len() > 1 => {
-                    // Which device failed is unknown: each message again in its own transaction.
-                    tracing::warn!(error = %e, messages = ready.len(), "grouped ingest failed; storing one by one");
-                    retry.extend(ready.iter().map(|(i, ..)| *i)); // deduplicated below
+                Err(e) if ready.len() > 1 => {
+                    // Nothing committed, and which device failed is unknown: each half again in a
+                    // transaction of its own, down to the failing message alone (log2 of the
+                    // group's size rounds), so one bad device does not cost everyone a
+                    // transaction per message.
+                    tracing::warn!(error = %e, messages = ready.len(), "grouped ingest failed; retrying in halves");
+                    halves = true;
                 }
                 Err(e) => {
                     for (i, ..) in &ready {
@@ -552,6 +556,18 @@ impl App {
                         tracing::error!(error = %e, devices = moved.len(), "alarm evaluation failed");
                     }
                 }
+            }
+            if halves {
+                // In message order, so a device's batches are still stored in arrival order.
+                let idx: Vec<usize> = ready.iter().map(|(i, ..)| *i).collect();
+                let (first, second) = idx.split_at(idx.len() / 2);
+                for half in [first, second] {
+                    let sub: Vec<ReadingsMessage<'_>> = half.iter().map(|i| msgs[*i]).collect();
+                    for (i, answer) in half.iter().zip(self.ingest_group(&sub, attempt).await) {
+                        out[*i] = Some(answer);
+                    }
+                }
+                retry.clear();
             }
             retry.sort_unstable();
             retry.dedup();
