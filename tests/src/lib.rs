@@ -82,22 +82,37 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on 127.0.0.1:0 with a fresh database.
     pub async fn start(db: TestDb) -> TestServer {
-        Self::start_inner(db, None).await
+        let url = db.url().await;
+        Self::start_inner(db, url, None).await
+    }
+
+    /// Starts a server on a database the test can also reach with its own connection (a SQLite
+    /// file in `dir`, or a fresh PostgreSQL schema), e.g. to install a trigger that fails writes.
+    pub async fn start_reachable(db: TestDb, dir: &std::path::Path) -> TestServer {
+        let url = match db {
+            TestDb::Sqlite => format!("sqlite://{}", dir.join("vaxtrace.db").display()),
+            TestDb::Postgres(_) => db.url().await,
+        };
+        Self::start_inner(db, url, None).await
     }
 
     /// Starts a server as [`TestServer::start`] does, with these webhook settings (plain http
     /// allowed, short back-off) and the delivery worker running.
     pub async fn start_with_webhooks(db: TestDb, webhooks: vaxtrace_server::app::WebhookSettings) -> TestServer {
-        Self::start_inner(db, Some(webhooks)).await
+        let url = db.url().await;
+        Self::start_inner(db, url, Some(webhooks)).await
     }
 
-    async fn start_inner(db: TestDb, webhooks: Option<vaxtrace_server::app::WebhookSettings>) -> TestServer {
+    async fn start_inner(
+        db: TestDb,
+        url: String,
+        webhooks: Option<vaxtrace_server::app::WebhookSettings>,
+    ) -> TestServer {
         // Server logs show up under a failing test (libtest captures them otherwise).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(std::env::var("VAXTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
-        let url = db.url().await;
         let mut app = vaxtrace_server::open(&url).await.expect("open test database");
         if let Some(settings) = webhooks {
             app = app.with_webhook_settings(settings);

@@ -561,3 +561,183 @@ async fn breach_quarantines_stock_until_assessed() {
         srv.stop().await;
     }
 }
+
+/// Makes every insert of a reading at 66.5 °C fail inside the database: a real failure of one
+/// device's writes in the middle of a grouped transaction, with no test hook in the server.
+async fn inject_write_failure(srv: &TestServer) {
+    match &srv.db {
+        TestDb::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&srv.database_url).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE TRIGGER vt_fail BEFORE INSERT ON readings WHEN NEW.temp_c = 66.5 \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+        TestDb::Postgres(_) => {
+            let pool = sqlx::PgPool::connect(&srv.database_url).await.unwrap();
+            sqlx::raw_sql(
+                "CREATE FUNCTION vt_fail_reading() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.temp_c = 66.5 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER vt_fail BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION vt_fail_reading();",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+async fn register(srv: &TestServer, w: &vaxtrace_tests::world::World, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut tel = TelemetryServiceClient::new(srv.channel().await);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let reg = pb::RegisterDeviceRequest {
+            device: Some(pb::Device {
+                serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+                facility_id: w.c.clone(),
+                probes: vec![pb::Probe { index: 0, storage_unit_id: w.cu.clone(), label: "ILR".into() }],
+                expected_interval: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+                ..Default::default()
+            }),
+            request_id: String::new(),
+        };
+        let r = tel.register_device(authed(&w.tok, reg)).await.unwrap().into_inner();
+        out.push((r.device.unwrap().id, r.key));
+    }
+    out
+}
+
+fn signed_batch(id: &str, seqs: std::ops::RangeInclusive<u64>, temp: f64, key: &[u8]) -> Vec<u8> {
+    let now = chrono::Utc::now();
+    let readings = seqs
+        .map(|seq| pb::Reading {
+            seq,
+            time: Some(prost_types_ts(now - chrono::Duration::minutes(30) + chrono::Duration::seconds(seq as i64))),
+            temp_c: temp,
+            ..Default::default()
+        })
+        .collect();
+    let batch = pb::ReadingBatch { device_id: id.to_owned(), readings, key_version: 0, signature: Vec::new() };
+    encode_signed(&batch, Some(key)).unwrap()
+}
+
+/// Many devices' batches written in one transaction: a message refused on its own merits is
+/// refused alone, and when one device's writes fail inside the database the group is rolled back
+/// and each message stored alone, so only the failing one goes unanswered (an `Err`: no ack).
+#[tokio::test]
+async fn a_grouped_transaction_isolates_a_failing_device() {
+    for db in TestDb::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = TestServer::start_reachable(db, dir.path()).await;
+        let name = srv.db.name();
+        let w = world(&srv).await;
+        inject_write_failure(&srv).await;
+        let devices = register(&srv, &w, 6).await;
+        let (bad_id, bad_key) = &devices[5];
+        let mut payloads: Vec<(String, Vec<u8>)> = Vec::new();
+        for (id, key) in &devices[..5] {
+            payloads.push((id.clone(), signed_batch(id, 1..=3, 4.5, key)));
+            payloads.push((id.clone(), signed_batch(id, 4..=4, 4.5, key)));
+            // The same batch twice in one group: stored once.
+            payloads.push((id.clone(), signed_batch(id, 4..=5, 4.5, key)));
+        }
+        payloads.push((devices[0].0.clone(), signed_batch(&devices[0].0, 6..=6, 4.5, b"not the device key")));
+        payloads.push((bad_id.clone(), signed_batch(bad_id, 1..=2, 66.5, bad_key)));
+        let msgs: Vec<vaxtrace_server::app::telemetry::ReadingsMessage<'_>> = payloads
+            .iter()
+            .map(|(id, p)| vaxtrace_server::app::telemetry::ReadingsMessage { device_id: id, payload: p, json: false })
+            .collect();
+        let answers = srv.app.ingest_many(&msgs).await;
+        assert_eq!(answers.len(), msgs.len(), "{name}");
+        for (i, a) in answers.iter().take(15).enumerate() {
+            let a = a.as_ref().unwrap();
+            // Each message's ack covers at least its own seqs (more when stored with later ones).
+            let top = [3, 4, 5][i % 3];
+            assert!(a.error.is_empty() && (top..=5).contains(&a.acked_seq), "{name}: message {i}: {a:?}");
+        }
+        let refused = answers[15].as_ref().unwrap();
+        assert_eq!((refused.acked_seq, refused.error), (0, "BAD_SIGNATURE"), "{name}");
+        assert!(answers[16].is_err(), "{name}: the failing device's batch is not acked: {:?}", answers[16]);
+        for (id, _) in &devices[..5] {
+            let (n, lo, hi) = srv.app.store().count_readings(id).await.unwrap();
+            assert_eq!((n, lo, hi), (5, 1, 5), "{name}: seqs 1..5 stored exactly once");
+        }
+        assert_eq!(srv.app.store().count_readings(bad_id).await.unwrap().0, 0, "{name}: nothing of the failing batch");
+        // The failing device recovers once its writes succeed again; the others are not disturbed.
+        let again = srv.app.ingest(bad_id, &signed_batch(bad_id, 1..=2, 5.0, bad_key), false).await.unwrap();
+        assert_eq!((again.acked_seq, again.error), (2, ""), "{name}");
+        srv.stop().await;
+    }
+}
+
+/// The same through the broker: devices publishing concurrently (so the workers group their
+/// messages), each ack checked against the database as it arrives (never ahead of the commit),
+/// one device whose writes fail inside the database (never acked, nothing stored), batches
+/// with a wrong signature mixed in (refused alone), re-sends stored once.
+#[tokio::test]
+async fn concurrent_devices_are_acked_only_after_commit() {
+    let _turn = BROKER_TURN.lock().await;
+    for (host, port) in brokers().await {
+        for db in TestDb::all() {
+            let dir = tempfile::tempdir().unwrap();
+            let srv = TestServer::start_reachable(db, dir.path()).await;
+            let name = format!("{} via {host}:{port}", srv.db.name());
+            let w = world(&srv).await;
+            inject_write_failure(&srv).await;
+            let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
+            let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let registered = register(&srv, &w, 13).await;
+            let mut devices = Vec::new();
+            for (id, key) in &registered {
+                devices.push(Device::connect(&host, port, id, key.clone()).await);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut failing = devices.pop().unwrap();
+            const SEQS: u64 = 20;
+            let mut tasks = tokio::task::JoinSet::new();
+            for mut dev in devices {
+                let (app, name) = (srv.app.clone(), name.clone());
+                tasks.spawn(async move {
+                    let k = dev.key.clone();
+                    for seq in 1..=SEQS {
+                        if seq == SEQS / 2 {
+                            dev.publish([seq], 4.5, Some(b"not the device key")).await;
+                            let a = dev.ack().await;
+                            assert_eq!((a.acked_seq, a.error.as_str()), (seq - 1, "BAD_SIGNATURE"), "{name}");
+                        }
+                        dev.publish([seq], 4.5, Some(&k)).await;
+                        let a = dev.ack().await;
+                        assert_eq!((a.acked_seq, a.error.as_str()), (seq, ""), "{name}");
+                        // Ack after commit: what the ack covers is in the database already.
+                        let (n, _, hi) = app.store().count_readings(&dev.id).await.unwrap();
+                        assert!(n >= seq as i64 && hi >= seq as i64, "{name}: acked {seq}, stored {n}");
+                    }
+                    dev.publish(1..=3, 4.5, Some(&k)).await;
+                    assert_eq!(dev.ack().await.acked_seq, SEQS, "{name}: a re-send is acked again");
+                    dev.id.clone()
+                });
+            }
+            for _ in 0..3 {
+                failing.publish(1..=2, 66.5, Some(&failing.key.clone())).await;
+            }
+            let mut done = Vec::new();
+            while let Some(r) = tasks.join_next().await {
+                done.push(r.unwrap());
+            }
+            for id in &done {
+                let (n, lo, hi) = srv.app.store().count_readings(id).await.unwrap();
+                assert_eq!((n, lo, hi), (SEQS as i64, 1, SEQS as i64), "{name}: every reading stored exactly once");
+            }
+            let late = tokio::time::timeout(Duration::from_millis(500), failing.acks.recv()).await;
+            assert!(late.is_err(), "{name}: no ack for a batch whose transaction rolled back: {late:?}");
+            assert_eq!(srv.app.store().count_readings(&failing.id).await.unwrap().0, 0, "{name}");
+            ingest.abort();
+            srv.stop().await;
+        }
+    }
+}

@@ -15,6 +15,7 @@ use crate::domain::TemperatureProfile;
 use crate::domain::alert::{self as al, Condition, Subject};
 use crate::domain::telemetry::{Device, Probe};
 use crate::error::{Error, Result};
+use crate::store::ProbeKey;
 
 /// One evaluation at a time per device in this process (the database lock covers replicas; this
 /// keeps a process from tying up pool connections waiting on itself).
@@ -27,6 +28,13 @@ impl ProbeLocks {
         m.entry(device.to_owned()).or_default().clone()
     }
 }
+
+/// A device and the probes new readings moved, each with the earliest new reading time.
+pub(crate) type DeviceProbes = (Device, Vec<(Probe, DateTime<Utc>)>);
+
+/// Where one probe's evaluation resumes: the rules' state and the instant it reached (`None`:
+/// from the first reading).
+type Plan<'a> = (&'a Device, &'a Probe, cc::State, Option<DateTime<Utc>>, ProbeKey);
 
 fn to_time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
@@ -234,31 +242,104 @@ impl App {
     /// Evaluates one probe after new readings whose earliest reading time is `earliest_new`;
     /// returns the alert events written.
     pub async fn evaluate_probe(&self, device: &Device, probe: &Probe, earliest_new: DateTime<Utc>) -> Result<usize> {
-        let lock = self.probe_locks.get(&device.id);
-        let _guard = lock.lock().await;
+        self.evaluate_devices(&[(device.clone(), vec![(probe.clone(), earliest_new)])]).await
+    }
+
+    /// Evaluates the probes of several devices after new readings (each probe with the earliest
+    /// reading time of its new readings), with a handful of queries for the whole set: the locks,
+    /// the units, the rule states and the readings each in one, the states saved in one. Returns
+    /// the alert events written. A probe whose alerts cannot be written keeps its old state (its
+    /// next evaluation catches up) without stopping the others.
+    pub(crate) async fn evaluate_devices(&self, items: &[DeviceProbes]) -> Result<usize> {
+        let mut ids: Vec<String> = items.iter().map(|(d, _)| d.id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // In id order: every holder of several takes them in the same order (no deadlock); the
+        // other evaluators hold one at a time.
+        let mut guards = Vec::with_capacity(ids.len());
+        for id in &ids {
+            guards.push(self.probe_locks.get(id).lock_owned().await);
+        }
         // Across replicas too: the state read, the evaluation and the state write happen under it.
-        let _db_guard = self.store.lock_device_evaluation(&device.id).await?;
-        let (unit, _) = self
-            .store
-            .get_storage_unit(&probe.storage_unit_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("probe unit {} vanished", probe.storage_unit_id)))?;
-        let profile = unit_profile(&unit, device.expected_interval_secs);
-        let (mut state, after) = match self.store.alarm_state(&device.id, probe.index).await? {
-            Some((bytes, to)) if to.is_none_or(|t| earliest_new > t) => {
-                (cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?, to)
+        let _db_guard = self.store.lock_devices_evaluation(&ids).await?;
+        let mut unit_ids: Vec<String> =
+            items.iter().flat_map(|(_, ps)| ps.iter().map(|(p, _)| p.storage_unit_id.clone())).collect();
+        unit_ids.sort_unstable();
+        unit_ids.dedup();
+        let mut units: HashMap<String, crate::domain::StorageUnit> = HashMap::new();
+        for chunk in unit_ids.chunks(1000) {
+            units.extend(self.store.units_with_facility(chunk).await?.into_iter().map(|(u, _)| (u.id.clone(), u)));
+        }
+        let keys: Vec<(String, u32)> =
+            items.iter().flat_map(|(d, ps)| ps.iter().map(|(p, _)| (d.id.clone(), p.index))).collect();
+        let mut states = self.store.alarm_states_of(&keys).await?;
+        // Where each probe resumes: after what was evaluated, or from the start (first evaluation,
+        // or a reading older than what was evaluated: replay).
+        let mut plans: Vec<Plan<'_>> = Vec::new();
+        for (device, probes) in items {
+            for (probe, earliest_new) in probes {
+                let (state, after) = match states.remove(&(device.id.clone(), probe.index)) {
+                    Some((bytes, to)) if to.is_none_or(|t| *earliest_new > t) => (
+                        cc::State::from_bytes(&bytes).map_err(|e| Error::Internal(format!("alarm state: {e:?}")))?,
+                        to,
+                    ),
+                    _ => (cc::State::new(), None),
+                };
+                let key = ProbeKey {
+                    device_id: device.id.clone(),
+                    probe: probe.index,
+                    storage_unit_id: probe.storage_unit_id.clone(),
+                };
+                if plans.iter().any(|p| p.4 == key) {
+                    continue;
+                }
+                plans.push((device, probe, state, after, key));
             }
-            // First evaluation, or a reading older than what was evaluated: replay from the start.
-            _ => (cc::State::new(), None),
-        };
-        // Only what the probe measured in its present unit: a re-bound probe's earlier readings
+        }
+        // Only what each probe measured in its present unit: a re-bound probe's earlier readings
         // belong to another unit's history.
-        let readings = self.store.probe_readings(&device.id, probe.index, &probe.storage_unit_id, after).await?;
+        let asks: Vec<(ProbeKey, Option<DateTime<Utc>>)> = plans.iter().map(|p| (p.4.clone(), p.3)).collect();
+        let mut readings = self.store.probes_readings(&asks).await?;
+        let mut written = 0;
+        let mut saves = Vec::with_capacity(plans.len());
+        for (device, probe, state, after, key) in plans {
+            let Some(unit) = units.get(&probe.storage_unit_id) else {
+                tracing::error!(device = %device.id, unit = %probe.storage_unit_id, "probe unit vanished");
+                continue;
+            };
+            let rows = readings.remove(&key).unwrap_or_default();
+            match self.apply_readings(device, probe, unit, state, after, &rows).await {
+                Ok((n, state, last)) => {
+                    written += n;
+                    saves.push((device.id.clone(), probe.index, state.to_bytes().to_vec(), last));
+                }
+                Err(e) => {
+                    tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
+                }
+            }
+        }
+        self.store.save_alarm_states(&saves).await?;
+        Ok(written)
+    }
+
+    /// Runs one probe's rules over its readings (from `after` on, `state` being the rules' state
+    /// there) and writes the alerts; returns the events written, the new state and how far it
+    /// reaches.
+    async fn apply_readings(
+        &self,
+        device: &Device,
+        probe: &Probe,
+        unit: &crate::domain::StorageUnit,
+        mut state: cc::State,
+        after: Option<DateTime<Utc>>,
+        readings: &[crate::domain::telemetry::StoredReading],
+    ) -> Result<(usize, cc::State, Option<DateTime<Utc>>)> {
+        let profile = unit_profile(unit, device.expected_interval_secs);
         // Phase 1: run the rules. Phase 2: apply the transitions, each knowing how far its episode
         // reaches, so a partial earlier view of the same episode is recognised (see AlertStore::raise).
         let mut events: Vec<cc::AlarmEvent> = Vec::new();
         let mut last = after;
-        for r in &readings {
+        for r in readings {
             let mut reading = cc::Reading::from_celsius(r.time.timestamp_millis(), r.temp_c.unwrap_or(f64::NAN))
                 .with_sensor_fault(r.sensor_fault);
             if let Some(p) = r.power_on {
@@ -281,7 +362,7 @@ impl App {
         }
         let mut written = 0;
         for e in &events {
-            let subject = subject(&unit, device, probe, e.start_ms);
+            let subject = subject(unit, device, probe, e.start_ms);
             let kind = al::alarm_kind(e.kind);
             let quarantines = matches!(kind, al::AlertKind::Heat | al::AlertKind::Freeze);
             let ev = match e.transition {
@@ -292,7 +373,7 @@ impl App {
                     if let (true, Some(ev)) = (quarantines, &ev)
                         && ev.kind == al::EventType::Opened
                     {
-                        self.quarantine_unit(&ev.alert, &unit).await?;
+                        self.quarantine_unit(&ev.alert, unit).await?;
                     }
                     ev
                 }
@@ -345,11 +426,10 @@ impl App {
             // This probe's alerts only (indexed by device and probe), not every active one.
             for a in self.store.probe_alerts(&device.id, probe.index, &unit.id, 0).await? {
                 if a.condition_active && matches!(a.kind, al::AlertKind::Heat | al::AlertKind::Freeze) {
-                    self.quarantine_unit(&a, &unit).await?;
+                    self.quarantine_unit(&a, unit).await?;
                 }
             }
         }
-        self.store.save_alarm_state(&device.id, probe.index, &state.to_bytes(), last).await?;
-        Ok(written)
+        Ok((written, state, last))
     }
 }

@@ -40,6 +40,8 @@ pub struct App {
     tokens: Arc<TokenCache>,
     /// How webhooks are accepted and delivered.
     webhooks: Arc<WebhookSettings>,
+    /// Devices with their keys, for ingest (see [`telemetry::DEVICE_CACHE_TTL`]).
+    devices: Arc<telemetry::DeviceCache>,
 }
 
 /// How long a token read from the database is trusted without reading it again: the bound on
@@ -110,6 +112,7 @@ impl App {
             probe_locks: Arc::default(),
             tokens: Arc::default(),
             webhooks: Arc::default(),
+            devices: Arc::default(),
         }
     }
 

@@ -8,6 +8,9 @@ use serde::Deserialize;
 use vaxtrace_proto::signing::{self, Verified};
 use vaxtrace_proto::v1 as pb;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::App;
 use crate::domain::telemetry::{
     self as tm, Bucketing, Device, DeviceFilter, DeviceInput, DevicePatch, Incoming, LatestReading, NewDevice, Probe,
@@ -15,6 +18,7 @@ use crate::domain::telemetry::{
 };
 use crate::domain::{Action, Caller, Idempotency, Page, PageRequest, new_id, now, validate};
 use crate::error::{Error, Result, reason};
+use crate::store::{DeviceReadings, GroupOutcome};
 use chrono::{DateTime, Utc};
 
 /// Most readings accepted in one batch.
@@ -268,6 +272,7 @@ impl App {
         }
         let idem = Idempotency::from_request(caller, "UpdateDevice", request_id, &(&id, &patch))?;
         let updated = self.store.update_device(idem.as_ref(), &id, &patch).await;
+        self.devices.forget(&id);
         self.remember(idem.as_ref(), updated).await?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))
     }
 
@@ -287,6 +292,7 @@ impl App {
         rand::rng().fill_bytes(&mut key);
         let idem = Idempotency::from_request(caller, "RotateDeviceKey", request_id, &(&id, reset_sequence))?;
         let rotated = self.store.rotate_device_key(idem.as_ref(), &id, &key, reset_sequence).await;
+        self.devices.forget(&id);
         let device = self
             .remember(idem.as_ref(), rotated)
             .await?
@@ -380,81 +386,323 @@ impl App {
     /// is not trusted, since a broker may not enforce topic ACLs. Returns the ack to publish; an
     /// `Err` is a storage failure, after which nothing is acked and the device re-sends.
     pub async fn ingest(&self, device_id: &str, payload: &[u8], json: bool) -> Result<Ack> {
-        let Ok(id) = validate::id("device_id", device_id) else { return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED")) };
-        let Some((device, key, _)) = self.store.get_device(&id).await? else {
-            return Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED"));
-        };
-        // The device and its acks count in its own seqs; storage in seqs shifted by seq_offset.
-        let offset = device.seq_offset;
-        let last = device.last_seq - offset;
-        if !device.active {
-            return Ok(Ack::refused(last, "DEVICE_INACTIVE"));
-        }
-        let parsed = if json { from_json(payload, &key) } else { from_proto(payload, &key, &device.id) };
-        let (incoming, verified, key_version) = match parsed {
-            Ok(p) => p,
-            Err(e) => return Ok(Ack::refused(last, e)),
-        };
-        if verified && key_version != 0 && i64::from(key_version) != i64::from(device.key_version) {
-            return Ok(Ack::refused(last, "BAD_SIGNATURE"));
-        }
-        if !verified && !device.unsigned_allowed {
-            return Ok(Ack::refused(last, "SIGNATURE_REQUIRED"));
-        }
-        if incoming.len() > MAX_BATCH {
-            return Ok(Ack::refused(last, "TOO_MANY_READINGS"));
-        }
-        let t = now();
-        let mut rows = Vec::with_capacity(incoming.len());
-        let mut rejects = Vec::new();
-        let mut rejected = 0u32;
-        for r in &incoming {
-            let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
-            match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
-                (None, Some(storage_unit_id), Some(time), Ok(seq)) if seq.checked_add(offset).is_some() => {
-                    rows.push(StoredReading {
-                        seq: seq + offset,
-                        probe: r.probe,
-                        storage_unit_id,
-                        time,
-                        temp_c: (!r.sensor_fault).then_some(r.temp_c),
-                        power_on: r.power_on,
-                        battery_pct: r.battery_pct,
-                        door_open: r.door_open,
-                        sensor_fault: r.sensor_fault,
-                        verified,
-                    })
-                }
-                (reason, ..) => {
-                    let reason = reason.unwrap_or("SEQ_INVALID");
-                    tracing::info!(device = %device.id, seq = r.seq, reason, "reading rejected");
-                    rejected += 1;
-                    if let Some(seq) = i64::try_from(r.seq).ok().and_then(|s| s.checked_add(offset))
-                        && seq > offset
-                    {
-                        rejects.push((seq, reason));
+        let msg = ReadingsMessage { device_id, payload, json };
+        self.ingest_many(&[msg]).await.pop().unwrap_or_else(|| Err(Error::Internal("no answer for a batch".into())))
+    }
+
+    /// Ingests many batches (of any devices) in ONE database transaction, then evaluates the
+    /// alarms of every probe they moved, and returns one answer per message, in order, as
+    /// [`App::ingest`] would. Each message is checked on its own before the transaction, so an
+    /// invalid one is refused alone; if the transaction fails, each message is retried in a
+    /// transaction of its own, so one device whose writes fail cannot hold the others back, and
+    /// only the failing ones get an `Err` (nothing of theirs committed: no ack).
+    pub async fn ingest_many(&self, msgs: &[ReadingsMessage<'_>]) -> Vec<Result<Ack>> {
+        self.ingest_group(msgs, 0).await
+    }
+
+    fn ingest_group<'a>(
+        &'a self,
+        msgs: &'a [ReadingsMessage<'a>],
+        attempt: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<Ack>>> + Send + 'a>> {
+        Box::pin(async move {
+            let t = now();
+            let mut out: Vec<Option<Result<Ack>>> = (0..msgs.len()).map(|_| None).collect();
+            // Check every message; the device comes from the cache on a first attempt. A refusal
+            // is never based on a cached device: it is checked again against the database.
+            let mut ready: Vec<(usize, Arc<KnownDevice>, Checked)> = Vec::new();
+            for (i, m) in msgs.iter().enumerate() {
+                let Ok(id) = validate::id("device_id", m.device_id) else {
+                    out[i] = Some(Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED")));
+                    continue;
+                };
+                let mut fresh = attempt > 0;
+                let mut known = if fresh { None } else { self.devices.get(&id) };
+                loop {
+                    let device = match known.take() {
+                        Some(d) => d,
+                        None => match self.store.get_device(&id).await {
+                            Ok(Some((device, key, _))) => {
+                                fresh = true;
+                                let d = Arc::new(KnownDevice { device, key });
+                                self.devices.put(&d);
+                                d
+                            }
+                            Ok(None) => {
+                                out[i] = Some(Ok(Ack::refused(0, "DEVICE_NOT_REGISTERED")));
+                                break;
+                            }
+                            Err(e) => {
+                                out[i] = Some(Err(e));
+                                break;
+                            }
+                        },
+                    };
+                    match check_batch(&device.device, &device.key, m.payload, m.json, t) {
+                        Checked::Refused(_) if !fresh => self.devices.forget(&id),
+                        Checked::Refused(ack) => {
+                            out[i] = Some(Ok(ack));
+                            break;
+                        }
+                        c @ Checked::Ready { .. } => {
+                            ready.push((i, device, c));
+                            break;
+                        }
                     }
                 }
             }
-        }
-        let Some((acked, inserted)) =
-            self.store.store_readings(&device.id, device.key_version, &rows, &rejects, t).await?
-        else {
-            return Ok(Ack::refused(last, "BAD_SIGNATURE"));
-        };
-        self.metrics.ingested(rows.len() as u64);
-        // Only readings that were new move the alarms: a re-sent batch changes nothing.
-        let rows: Vec<&StoredReading> = rows.iter().filter(|r| inserted.contains(&r.seq)).collect();
-        // Alarms before the ack, so an alert is visible by the time the device hears back. A
-        // failure here leaves the readings stored; the next batch's evaluation catches up.
-        for probe in &device.probes {
-            if let Some(earliest) = rows.iter().filter(|r| r.probe == probe.index).map(|r| r.time).min()
-                && let Err(e) = self.evaluate_probe(&device, probe, earliest).await
-            {
-                tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
+            // One share per device; a device met again with another version of itself (the cache
+            // was refreshed in between) is left for a second pass.
+            let mut shares: Vec<DeviceReadings> = Vec::new();
+            let mut share_of: Vec<Option<usize>> = vec![None; msgs.len()];
+            let mut later: Vec<usize> = Vec::new();
+            let mut devices: Vec<Arc<KnownDevice>> = Vec::new();
+            for (i, device, c) in &ready {
+                let Checked::Ready { rows, rejects, .. } = c else { continue };
+                let d = &device.device;
+                match shares.iter().position(|s| s.device_id == d.id) {
+                    Some(k) if shares[k].key_version == d.key_version && shares[k].updated_at == d.updated_at => {
+                        shares[k].readings.extend(rows.iter().cloned());
+                        shares[k].rejects.extend(rejects.iter().copied());
+                        share_of[*i] = Some(k);
+                    }
+                    Some(_) => later.push(*i),
+                    None => {
+                        shares.push(DeviceReadings {
+                            device_id: d.id.clone(),
+                            key_version: d.key_version,
+                            updated_at: d.updated_at,
+                            readings: rows.clone(),
+                            rejects: rejects.clone(),
+                        });
+                        devices.push(device.clone());
+                        share_of[*i] = Some(shares.len() - 1);
+                    }
+                }
+            }
+            let mut retry: Vec<usize> = later;
+            let mut halves = false;
+            match self.store.store_reading_groups(&shares, t).await {
+                Err(e) if ready.len() > 1 => {
+                    // Nothing committed, and which device failed is unknown: each half again in a
+                    // transaction of its own, down to the failing message alone (log2 of the
+                    // group's size rounds), so one bad device does not cost everyone a
+                    // transaction per message.
+                    tracing::warn!(error = %e, messages = ready.len(), "grouped ingest failed; retrying in halves");
+                    halves = true;
+                }
+                Err(e) => {
+                    for (i, ..) in &ready {
+                        out[*i] = Some(Err(Error::Internal(e.to_string())));
+                    }
+                }
+                Ok(outcomes) => {
+                    let mut moved: Vec<super::coldchain::DeviceProbes> = Vec::new();
+                    for (k, outcome) in outcomes.iter().enumerate() {
+                        let Some(device) = devices.get(k) else { continue };
+                        let d = &device.device;
+                        match outcome {
+                            GroupOutcome::Stale => {
+                                // Changed since it was read (here or by another replica).
+                                self.devices.forget(&d.id);
+                                if attempt < 2 {
+                                    retry.extend(
+                                        share_of.iter().enumerate().filter(|(_, s)| **s == Some(k)).map(|(i, _)| i),
+                                    );
+                                } else {
+                                    for (i, _) in share_of.iter().enumerate().filter(|(_, s)| **s == Some(k)) {
+                                        out[i] = Some(Ok(Ack::refused(d.last_seq - d.seq_offset, "BAD_SIGNATURE")));
+                                    }
+                                }
+                            }
+                            GroupOutcome::Stored { acked, inserted } => {
+                                let acked_seq = (acked - d.seq_offset).max(0);
+                                for (i, dev, c) in &ready {
+                                    let (Checked::Ready { rows, rejected, .. }, Some(true)) =
+                                        (c, share_of[*i].map(|s| s == k))
+                                    else {
+                                        continue;
+                                    };
+                                    debug_assert_eq!(dev.device.id, d.id);
+                                    self.metrics.ingested(rows.len() as u64);
+                                    out[*i] = Some(Ok(Ack { acked_seq, rejected: *rejected, error: "" }));
+                                }
+                                // Only readings that were new move the alarms: a re-sent batch
+                                // changes nothing.
+                                let probes: Vec<(Probe, DateTime<Utc>)> = d
+                                    .probes
+                                    .iter()
+                                    .filter_map(|p| {
+                                        shares[k]
+                                            .readings
+                                            .iter()
+                                            .filter(|r| r.probe == p.index && inserted.contains(&r.seq))
+                                            .map(|r| r.time)
+                                            .min()
+                                            .map(|earliest| (p.clone(), earliest))
+                                    })
+                                    .collect();
+                                if !probes.is_empty() {
+                                    moved.push((d.clone(), probes));
+                                }
+                            }
+                        }
+                    }
+                    // Alarms before the acks, so an alert is visible by the time the device hears
+                    // back. A failure leaves the readings stored; the next evaluation catches up.
+                    if !moved.is_empty()
+                        && let Err(e) = self.evaluate_devices(&moved).await
+                    {
+                        tracing::error!(error = %e, devices = moved.len(), "alarm evaluation failed");
+                    }
+                }
+            }
+            if halves {
+                // In message order, so a device's batches are still stored in arrival order.
+                let idx: Vec<usize> = ready.iter().map(|(i, ..)| *i).collect();
+                let (first, second) = idx.split_at(idx.len() / 2);
+                for half in [first, second] {
+                    let sub: Vec<ReadingsMessage<'_>> = half.iter().map(|i| msgs[*i]).collect();
+                    for (i, answer) in half.iter().zip(self.ingest_group(&sub, attempt).await) {
+                        out[*i] = Some(answer);
+                    }
+                }
+                retry.clear();
+            }
+            retry.sort_unstable();
+            retry.dedup();
+            for i in retry {
+                let one = std::slice::from_ref(&msgs[i]);
+                out[i] = self.ingest_group(one, attempt + 1).await.pop();
+            }
+            out.into_iter().map(|o| o.unwrap_or_else(|| Err(Error::Internal("batch left unanswered".into())))).collect()
+        })
+    }
+}
+
+/// One message from a device's readings topic, for [`App::ingest_many`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReadingsMessage<'a> {
+    /// The device id from the topic.
+    pub device_id: &'a str,
+    /// The payload as published.
+    pub payload: &'a [u8],
+    /// The JSON form (`readings/json`) rather than protobuf.
+    pub json: bool,
+}
+
+/// A message checked against its device, before any write.
+#[derive(Debug)]
+enum Checked {
+    /// Refused as a whole: nothing to store, this is the answer.
+    Refused(Ack),
+    /// Valid readings (seqs shifted by the device's offset) and refused ones.
+    Ready { rows: Vec<StoredReading>, rejects: Vec<(i64, &'static str)>, rejected: u32 },
+}
+
+/// Checks a batch against its device: authenticity, key version, size, and each reading.
+fn check_batch(device: &Device, key: &[u8], payload: &[u8], json: bool, t: DateTime<Utc>) -> Checked {
+    // The device and its acks count in its own seqs; storage in seqs shifted by seq_offset.
+    let offset = device.seq_offset;
+    let last = device.last_seq - offset;
+    if !device.active {
+        return Checked::Refused(Ack::refused(last, "DEVICE_INACTIVE"));
+    }
+    let parsed = if json { from_json(payload, key) } else { from_proto(payload, key, &device.id) };
+    let (incoming, verified, key_version) = match parsed {
+        Ok(p) => p,
+        Err(e) => return Checked::Refused(Ack::refused(last, e)),
+    };
+    if verified && key_version != 0 && i64::from(key_version) != i64::from(device.key_version) {
+        return Checked::Refused(Ack::refused(last, "BAD_SIGNATURE"));
+    }
+    if !verified && !device.unsigned_allowed {
+        return Checked::Refused(Ack::refused(last, "SIGNATURE_REQUIRED"));
+    }
+    if incoming.len() > MAX_BATCH {
+        return Checked::Refused(Ack::refused(last, "TOO_MANY_READINGS"));
+    }
+    let mut rows = Vec::with_capacity(incoming.len());
+    let mut rejects = Vec::new();
+    let mut rejected = 0u32;
+    for r in &incoming {
+        let unit = device.probes.iter().find(|p| p.index == r.probe).map(|p| p.storage_unit_id.clone());
+        match (tm::reject_reason(r, unit.is_some(), t), unit, r.time, i64::try_from(r.seq)) {
+            (None, Some(storage_unit_id), Some(time), Ok(seq)) if seq.checked_add(offset).is_some() => {
+                rows.push(StoredReading {
+                    seq: seq + offset,
+                    probe: r.probe,
+                    storage_unit_id,
+                    time,
+                    temp_c: (!r.sensor_fault).then_some(r.temp_c),
+                    power_on: r.power_on,
+                    battery_pct: r.battery_pct,
+                    door_open: r.door_open,
+                    sensor_fault: r.sensor_fault,
+                    verified,
+                })
+            }
+            (reason, ..) => {
+                let reason = reason.unwrap_or("SEQ_INVALID");
+                tracing::info!(device = %device.id, seq = r.seq, reason, "reading rejected");
+                rejected += 1;
+                if let Some(seq) = i64::try_from(r.seq).ok().and_then(|s| s.checked_add(offset))
+                    && seq > offset
+                {
+                    rejects.push((seq, reason));
+                }
             }
         }
-        Ok(Ack { acked_seq: (acked - offset).max(0), rejected, error: "" })
+    }
+    Checked::Ready { rows, rejects, rejected }
+}
+
+/// A device with its HMAC key, as ingest checks batches against it.
+pub(crate) struct KnownDevice {
+    device: Device,
+    key: Vec<u8>,
+}
+
+/// How long ingest reuses a device read from the database. Correctness does not depend on it:
+/// every accepted batch is re-checked at commit against the device row (key version and
+/// `updated_at`, under its lock), and a batch is never refused on a cached device without
+/// reading it again. It only bounds memory held for devices that went quiet.
+pub const DEVICE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Devices by id, so a message costs no device look-up (2 queries) in the common case.
+#[derive(Default)]
+pub(crate) struct DeviceCache(std::sync::Mutex<HashMap<String, (Arc<KnownDevice>, std::time::Instant)>>);
+
+impl std::fmt::Debug for DeviceCache {
+    // Keys stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceCache").finish_non_exhaustive()
+    }
+}
+
+impl DeviceCache {
+    /// Bounds memory under a flood of distinct device ids.
+    const MAX_ENTRIES: usize = 100_000;
+
+    fn get(&self, id: &str) -> Option<Arc<KnownDevice>> {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(id).filter(|(_, at)| at.elapsed() < DEVICE_CACHE_TTL).map(|(d, _)| d.clone())
+    }
+
+    fn put(&self, d: &Arc<KnownDevice>) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX_ENTRIES {
+            m.retain(|_, (_, at)| at.elapsed() < DEVICE_CACHE_TTL);
+            if m.len() >= Self::MAX_ENTRIES {
+                m.clear();
+            }
+        }
+        m.insert(d.device.id.clone(), (d.clone(), std::time::Instant::now()));
+    }
+
+    /// After an update, a rotation or a deactivation made through this process.
+    pub(crate) fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 

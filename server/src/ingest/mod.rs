@@ -2,14 +2,13 @@
 //! load), each batch handed to [`App::ingest`], and the ack published only after it returns,
 //! i.e. after the commit. The event loop is always polled; batches queue to a few workers.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::app::telemetry::{ack_json, ack_message};
+use crate::app::telemetry::{Ack, ReadingsMessage, ack_json, ack_message};
 
 /// The default shared-subscription group every replica joins.
 pub const SHARE_GROUP: &str = "vaxtrace";
@@ -97,16 +96,13 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
             opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
-        let (tx, rx) = mpsc::channel::<Batch>(1000);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // One queue per worker, a device always on the same one: its batches are handled in
+        // arrival order, and workers never wait on each other's device locks.
+        let mut queues = Vec::new();
         for _ in 0..cfg.workers.max(1) {
-            let (app, client, rx) = (app.clone(), client.clone(), rx.clone());
-            tokio::spawn(async move {
-                loop {
-                    let Some(batch) = rx.lock().await.recv().await else { return };
-                    handle(&app, &client, batch).await;
-                }
-            });
+            let (tx, rx) = mpsc::channel::<Batch>(QUEUE);
+            queues.push(tx);
+            tokio::spawn(worker(app.clone(), client.clone(), rx));
         }
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -132,8 +128,10 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
                         tracing::warn!(topic = %p.topic, "message on an unexpected topic");
                         continue;
                     };
+                    let shard = shard_of(device_id, queues.len());
                     let batch = Batch { device_id: device_id.to_owned(), kind, publish: p };
-                    if tx.send(batch).await.is_err() {
+                    let Some(queue) = queues.get(shard) else { return };
+                    if queue.send(batch).await.is_err() {
                         return;
                     }
                 }
@@ -148,12 +146,64 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
     })
 }
 
-async fn handle(app: &App, client: &AsyncClient, batch: Batch) {
-    let payload = &batch.publish.payload;
-    let outcome = match batch.kind {
-        Topic::Readings { json } => app.ingest(&batch.device_id, payload, json).await,
-        Topic::Dropped => app.record_dropped(&batch.device_id, payload).await,
-    };
+/// Messages queued per worker.
+const QUEUE: usize = 1000;
+
+/// Most messages written in one transaction: enough to share a commit among a busy broker's
+/// arrivals, few enough that the statements stay small and the first message's ack is not held
+/// back long.
+pub const MAX_GROUP: usize = 500;
+
+/// The worker a device's messages go to.
+fn shard_of(device_id: &str, workers: usize) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    device_id.hash(&mut h);
+    usize::try_from(h.finish() % workers.max(1) as u64).unwrap_or(0)
+}
+
+/// Takes whatever is queued (up to [`MAX_GROUP`], without waiting for more: under light load a
+/// message is handled alone at once), stores every readings batch of it in one transaction, and
+/// publishes each message's ack after that commit.
+async fn worker(app: App, client: AsyncClient, mut rx: mpsc::Receiver<Batch>) {
+    let mut group: Vec<Batch> = Vec::with_capacity(MAX_GROUP);
+    loop {
+        let Some(first) = rx.recv().await else { return };
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(b) => group.push(b),
+                Err(_) => break,
+            }
+        }
+        let readings: Vec<(usize, ReadingsMessage<'_>)> = group
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| match b.kind {
+                Topic::Readings { json } => {
+                    Some((i, ReadingsMessage { device_id: &b.device_id, payload: &b.publish.payload, json }))
+                }
+                Topic::Dropped => None,
+            })
+            .collect();
+        let msgs: Vec<ReadingsMessage<'_>> = readings.iter().map(|(_, m)| *m).collect();
+        let outcomes = app.ingest_many(&msgs).await;
+        for ((i, _), outcome) in readings.iter().zip(outcomes) {
+            if let Some(b) = group.get(*i) {
+                answer(&app, &client, b, outcome);
+            }
+        }
+        // Rare: a device's notice of seqs lost for good, each in its own transaction.
+        for b in group.iter().filter(|b| b.kind == Topic::Dropped) {
+            let outcome = app.record_dropped(&b.device_id, &b.publish.payload).await;
+            answer(&app, &client, b, outcome);
+        }
+        group.clear();
+    }
+}
+
+/// Publishes the ack of one message (called only after its transaction committed).
+fn answer(app: &App, client: &AsyncClient, batch: &Batch, outcome: crate::error::Result<Ack>) {
     let json = batch.kind == Topic::Readings { json: true };
     match outcome {
         Ok(ack) => {

@@ -53,6 +53,48 @@ pub struct StoredToken {
     pub scope_path: String,
 }
 
+/// One device's share of a grouped ingest transaction ([`TelemetryStore::store_reading_groups`]).
+#[derive(Debug, Clone)]
+pub struct DeviceReadings {
+    /// The device.
+    pub device_id: String,
+    /// The key version the batches were verified with.
+    pub key_version: i32,
+    /// The device's `updated_at` as it was when the batches were checked: any change since (probes
+    /// moved, deactivated, key rotated) makes the share [`GroupOutcome::Stale`].
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+    /// Valid readings, seqs already shifted by the device's seq offset.
+    pub readings: Vec<crate::domain::telemetry::StoredReading>,
+    /// Seqs refused for their content.
+    pub rejects: Vec<(i64, &'static str)>,
+}
+
+/// What a grouped ingest transaction did with one device's share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOutcome {
+    /// Committed: the device's new ack (in stored seqs) and the seqs that were new.
+    Stored {
+        /// Every reading of the device with a stored seq up to this is committed.
+        acked: i64,
+        /// Seqs inserted by this transaction.
+        inserted: std::collections::HashSet<i64>,
+    },
+    /// The device changed since the batches were checked: nothing of this share was written and
+    /// the batches must be checked again against the device as it is now.
+    Stale,
+}
+
+/// Readings of one probe for alarm evaluation: which probe, in which unit, after which instant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    /// The device.
+    pub device_id: String,
+    /// The probe index.
+    pub probe: u32,
+    /// The probe's present storage unit.
+    pub storage_unit_id: String,
+}
+
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
@@ -540,6 +582,36 @@ pub trait TelemetryStore: Send + Sync {
         storage_unit_id: &str,
         after: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Vec<crate::domain::telemetry::StoredReading>>;
+    /// Stores the batches of many devices in ONE transaction (one WAL flush, a few statements for
+    /// the whole group): each device's row is locked (in id order, so concurrent groups cannot
+    /// deadlock), its share checked against `key_version`/`updated_at` ([`GroupOutcome::Stale`]
+    /// if it changed), its readings inserted once per (device, seq) and its ack advanced as
+    /// [`TelemetryStore::store_readings`] does. Device ids must be unique within `groups`. An
+    /// `Err` rolls everything back: nothing of any share is committed.
+    async fn store_reading_groups(
+        &self,
+        groups: &[DeviceReadings],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<GroupOutcome>>;
+    /// Holds the evaluation locks of several devices until the guard is dropped (taken in a fixed
+    /// order, so two holders of overlapping sets cannot deadlock).
+    async fn lock_devices_evaluation(&self, device_ids: &[String]) -> Result<Box<dyn std::any::Any + Send>>;
+    /// The alarm states of several probes, by (device, probe).
+    async fn alarm_states_of(
+        &self,
+        keys: &[(String, u32)],
+    ) -> Result<std::collections::HashMap<(String, u32), (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
+    /// Saves several probes' alarm states in one statement.
+    async fn save_alarm_states(
+        &self,
+        states: &[(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)],
+    ) -> Result<()>;
+    /// [`TelemetryStore::probe_readings`] for several probes in one query, by probe, each in
+    /// reading-time order.
+    async fn probes_readings(
+        &self,
+        probes: &[(ProbeKey, Option<chrono::DateTime<chrono::Utc>>)],
+    ) -> Result<std::collections::HashMap<ProbeKey, Vec<crate::domain::telemetry::StoredReading>>>;
     /// (count, lowest seq, highest seq) of a device's stored readings.
     async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)>;
 }

@@ -81,6 +81,22 @@ impl PgStore {
         Ok(Box::new(tx))
     }
 
+    /// [`PgStore::evaluation_lock`] for several devices in one statement, in the order of the lock
+    /// keys: two holders of overlapping sets wait for each other instead of deadlocking (and a
+    /// hash shared by two ids is taken once).
+    async fn evaluations_lock(&self, device_ids: &[String]) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+        let mut tx = self.pool.begin().await?;
+        // Volatile functions in the select list run after the outer ORDER BY (PostgreSQL >= 9.6).
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(id, 7261) AS k \
+             FROM unnest($1::text[]) AS u(id)) s ORDER BY k",
+        )
+        .bind(device_ids)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Box::new(tx))
+    }
+
     /// Creates this month's and the next two months' partitions of readings, and drops monthly
     /// partitions wholly before `keep_after`. A month whose rows already sit in the default
     /// partition (a backlog that arrived before its month existed) stays there: PostgreSQL

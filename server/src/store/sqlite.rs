@@ -107,6 +107,11 @@ impl SqliteStore {
         Ok(Box::new(()))
     }
 
+    /// As [`SqliteStore::evaluation_lock`]: one process, nothing to take.
+    async fn evaluations_lock(&self, _device_ids: &[String]) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+        Ok(Box::new(()))
+    }
+
     /// SQLite has no partitions; retention deletes rows.
     async fn maintain_partitions(
         &self,

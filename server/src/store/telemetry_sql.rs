@@ -552,6 +552,297 @@ macro_rules! sql_telemetry_store {
                 Ok(Some((acked, inserted)))
             }
 
+            async fn store_reading_groups(
+                &self,
+                groups: &[$crate::store::DeviceReadings],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> Result<Vec<$crate::store::GroupOutcome>> {
+                use std::collections::{HashMap, HashSet};
+                use $crate::store::GroupOutcome;
+                /// Devices per statement: a few parameters each, far under both engines' limits.
+                const DEVICE_CHUNK: usize = 1000;
+                if groups.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.begin_write().await?;
+                // Every device row locked before anything is written, in id order: concurrent groups
+                // sharing devices queue instead of deadlocking, and (as in store_readings) no
+                // transaction upgrades the key-share locks its reading inserts took.
+                let mut ids: Vec<&str> = groups.iter().map(|g| g.device_id.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut current: HashMap<String, (i64, i32, chrono::DateTime<chrono::Utc>)> = HashMap::new();
+                for chunk in ids.chunks(DEVICE_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT id, last_seq, key_version, updated_at FROM devices WHERE id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    list.push_unseparated(") ORDER BY id");
+                    q.push(<$Store>::LOCK);
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        current.insert(row.try_get("id")?, (row.try_get("last_seq")?, row.try_get("key_version")?, row.try_get("updated_at")?));
+                    }
+                }
+                // Per share: None when stale, else (last acked seq, readings above it, one per seq).
+                let mut live: Vec<Option<(i64, Vec<&tm::StoredReading>)>> = Vec::with_capacity(groups.len());
+                for g in groups {
+                    live.push(match current.get(&g.device_id) {
+                        Some((last, kv, updated)) if *kv == g.key_version && *updated == g.updated_at => {
+                            let mut once = HashSet::new();
+                            let fresh = g.readings.iter().filter(|r| r.seq > *last && once.insert(r.seq)).collect();
+                            Some((*last, fresh))
+                        }
+                        // Rotated, updated or deactivated since the batches were checked.
+                        _ => None,
+                    });
+                }
+                // What is committed above each device's ack already, readings and rejects, in one
+                // query: it drops re-sent seqs (where the key also holds the time, a re-sent seq with
+                // another time would not conflict) and lets the ack move past them. Bounded a
+                // little past the batch, as the ack only moves through contiguous seqs.
+                let mut stored: HashMap<&str, HashSet<i64>> = HashMap::new();
+                let mut above: HashMap<&str, Vec<i64>> = HashMap::new();
+                let writing: Vec<(&$crate::store::DeviceReadings, i64, i64)> = groups
+                    .iter()
+                    .zip(&live)
+                    .filter_map(|(g, l)| {
+                        let (last, fresh) = l.as_ref()?;
+                        let top = fresh.iter().map(|r| r.seq).chain(g.rejects.iter().map(|r| r.0)).max()?;
+                        (top > *last).then(|| (g, *last, top.max(last.saturating_add(100_000))))
+                    })
+                    .collect();
+                for chunk in writing.chunks(DEVICE_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                    for (i, table) in ["readings", "reading_rejects"].into_iter().enumerate() {
+                        if i > 0 {
+                            q.push(" UNION ALL ");
+                        }
+                        q.push(format!("SELECT device_id, seq, {i} AS rejected FROM {table} WHERE "));
+                        for (j, (g, last, hi)) in chunk.iter().enumerate() {
+                            q.push(if j == 0 { "(device_id = " } else { " OR (device_id = " });
+                            q.push_bind(g.device_id.clone()).push(" AND seq > ").push_bind(*last).push(" AND seq <= ").push_bind(*hi).push(")");
+                        }
+                    }
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        let id: String = row.try_get("device_id")?;
+                        let Some((g, ..)) = chunk.iter().find(|(g, ..)| g.device_id == id) else { continue };
+                        let seq: i64 = row.try_get("seq")?;
+                        if row.try_get::<i32, _>("rejected")? == 0 {
+                            stored.entry(g.device_id.as_str()).or_default().insert(seq);
+                        }
+                        above.entry(g.device_id.as_str()).or_default().push(seq);
+                    }
+                }
+                // All the group's new readings in multi-row statements; RETURNING names the new rows.
+                let rows: Vec<(&str, &tm::StoredReading)> = groups
+                    .iter()
+                    .zip(&live)
+                    .filter_map(|(g, l)| l.as_ref().map(|(_, fresh)| (g, fresh)))
+                    .flat_map(|(g, fresh)| {
+                        let known = stored.get(g.device_id.as_str());
+                        fresh.iter().filter(move |r| known.is_none_or(|k| !k.contains(&r.seq))).map(move |r| (g.device_id.as_str(), *r))
+                    })
+                    .collect();
+                let mut inserted: HashMap<String, HashSet<i64>> = HashMap::new();
+                let mut new_rows: Vec<&tm::StoredReading> = Vec::new();
+                for chunk in rows.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
+                         door_open, sensor_fault, received_at, verified) ",
+                    );
+                    q.push_values(chunk, |mut b, (device_id, r)| {
+                        b.push_bind(device_id.to_string())
+                            .push_bind(r.seq)
+                            .push_bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
+                            .push_bind(r.storage_unit_id.clone())
+                            .push_bind(r.time)
+                            .push_bind(r.temp_c)
+                            .push_bind(r.power_on)
+                            .push_bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
+                            .push_bind(r.door_open)
+                            .push_bind(r.sensor_fault)
+                            .push_bind(now)
+                            .push_bind(r.verified);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING RETURNING device_id, seq");
+                    let mut in_chunk: HashSet<(String, i64)> = HashSet::new();
+                    for row in q.build().fetch_all(&mut *tx).await? {
+                        in_chunk.insert((row.try_get("device_id")?, row.try_get("seq")?));
+                    }
+                    for (device_id, r) in chunk {
+                        if in_chunk.contains(&(device_id.to_string(), r.seq)) {
+                            inserted.entry(device_id.to_string()).or_default().insert(r.seq);
+                            new_rows.push(r);
+                        }
+                    }
+                }
+                // Hourly rollups of the new readings, in the same transaction as the readings; one
+                // row per (unit, hour), as one statement may not update a row twice.
+                let mut hours: BTreeMap<(String, i64), (f64, f64, f64, i64)> = BTreeMap::new();
+                for r in new_rows.iter().filter(|r| !r.sensor_fault) {
+                    let Some(t) = r.temp_c else { continue };
+                    let hour = r.time.timestamp().div_euclid(3600) * 3600;
+                    let e = hours.entry((r.storage_unit_id.clone(), hour)).or_insert((t, t, 0.0, 0));
+                    *e = (e.0.min(t), e.1.max(t), e.2 + t, e.3 + 1);
+                }
+                let hours: Vec<_> = hours.into_iter().collect();
+                for chunk in hours.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count) ",
+                    );
+                    q.push_values(chunk, |mut b, ((unit, hour), (lo, hi, sum, n))| {
+                        b.push_bind(unit.clone()).push_bind(*hour).push_bind(*lo).push_bind(*hi).push_bind(*sum).push_bind(*n);
+                    });
+                    q.push(format!(
+                        " ON CONFLICT (storage_unit_id, hour) DO UPDATE SET \
+                         min_c = {lo}(reading_rollups.min_c, excluded.min_c), max_c = {hi}(reading_rollups.max_c, excluded.max_c), \
+                         sum_c = reading_rollups.sum_c + excluded.sum_c, count = reading_rollups.count + excluded.count",
+                        lo = <$Store>::LEAST,
+                        hi = <$Store>::GREATEST
+                    ));
+                    q.build().execute(&mut *tx).await?;
+                }
+                let rejects: Vec<(&str, i64, &'static str)> = groups
+                    .iter()
+                    .zip(&live)
+                    .filter(|(_, l)| l.is_some())
+                    .flat_map(|(g, _)| g.rejects.iter().map(move |(seq, reason)| (g.device_id.as_str(), *seq, *reason)))
+                    .collect();
+                for chunk in rejects.chunks(READING_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO reading_rejects (device_id, seq, reason, received_at) ");
+                    q.push_values(chunk, |mut b, (device_id, seq, reason)| {
+                        b.push_bind(device_id.to_string()).push_bind(*seq).push_bind(*reason).push_bind(now);
+                    });
+                    q.push(" ON CONFLICT DO NOTHING");
+                    q.build().execute(&mut *tx).await?;
+                }
+                // Each device's ack: what was committed above it before, plus this group's rows.
+                let mut out = Vec::with_capacity(groups.len());
+                let mut acks: Vec<(&str, i64)> = Vec::new();
+                for (g, l) in groups.iter().zip(&live) {
+                    let Some((last, _)) = l else {
+                        out.push(GroupOutcome::Stale);
+                        continue;
+                    };
+                    let new = inserted.remove(&g.device_id).unwrap_or_default();
+                    let mut seqs = above.remove(g.device_id.as_str()).unwrap_or_default();
+                    seqs.extend(new.iter().copied());
+                    seqs.extend(g.rejects.iter().map(|r| r.0).filter(|s| s > last));
+                    seqs.sort_unstable();
+                    seqs.dedup();
+                    let acked = tm::advance_ack(*last, &seqs);
+                    acks.push((g.device_id.as_str(), acked));
+                    out.push(GroupOutcome::Stored { acked, inserted: new });
+                }
+                for chunk in acks.chunks(DEVICE_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE devices SET last_seq = CASE id");
+                    for (id, acked) in chunk {
+                        q.push(" WHEN ").push_bind(id.to_string()).push(" THEN ").push_bind(*acked);
+                    }
+                    q.push(" ELSE last_seq END, last_seen_at = ").push_bind(now).push(" WHERE id IN (");
+                    let mut list = q.separated(", ");
+                    for (id, _) in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    list.push_unseparated(")");
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn lock_devices_evaluation(&self, device_ids: &[String]) -> Result<Box<dyn std::any::Any + Send>> {
+                self.evaluations_lock(device_ids).await
+            }
+
+            async fn alarm_states_of(
+                &self,
+                keys: &[(String, u32)],
+            ) -> Result<std::collections::HashMap<(String, u32), (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>> {
+                let mut out = std::collections::HashMap::new();
+                let mut ids: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                // By device (the key's first column), then only the probes asked for are kept.
+                for chunk in ids.chunks(1000) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("SELECT device_id, probe, state, evaluated_to FROM probe_alarm_state WHERE device_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.to_string());
+                    }
+                    list.push_unseparated(")");
+                    for r in q.build().fetch_all(&self.pool).await? {
+                        let probe: i32 = r.try_get("probe")?;
+                        let key = (r.try_get::<String, _>("device_id")?, u32::try_from(probe).unwrap_or(0));
+                        if keys.contains(&key) {
+                            out.insert(key, (r.try_get("state")?, r.try_get("evaluated_to")?));
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn save_alarm_states(
+                &self,
+                states: &[(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)],
+            ) -> Result<()> {
+                if states.is_empty() {
+                    return Ok(());
+                }
+                // Through the write transaction: on SQLite that is the single writer connection,
+                // so the save queues behind ingest instead of sleeping in the busy handler.
+                let mut tx = self.begin_write().await?;
+                for chunk in states.chunks(1000) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO probe_alarm_state (device_id, probe, state, evaluated_to) ");
+                    q.push_values(chunk, |mut b, (device_id, probe, state, to)| {
+                        b.push_bind(device_id.clone()).push_bind(i32::try_from(*probe).unwrap_or(i32::MAX)).push_bind(state.clone()).push_bind(*to);
+                    });
+                    q.push(" ON CONFLICT (device_id, probe) DO UPDATE SET state = excluded.state, evaluated_to = excluded.evaluated_to");
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn probes_readings(
+                &self,
+                probes: &[($crate::store::ProbeKey, Option<chrono::DateTime<chrono::Utc>>)],
+            ) -> Result<std::collections::HashMap<$crate::store::ProbeKey, Vec<tm::StoredReading>>> {
+                let mut out: std::collections::HashMap<$crate::store::ProbeKey, Vec<tm::StoredReading>> = std::collections::HashMap::new();
+                // One range of (device_id, time) per probe, OR-ed: each term still walks the
+                // readings_device_time index (no `$n IS NULL OR` that would defeat it).
+                for chunk in probes.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "SELECT device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, door_open, \
+                         sensor_fault, verified FROM readings WHERE ",
+                    );
+                    for (i, (k, after)) in chunk.iter().enumerate() {
+                        q.push(if i == 0 { "(device_id = " } else { " OR (device_id = " });
+                        q.push_bind(k.device_id.clone())
+                            .push(" AND probe = ")
+                            .push_bind(i32::try_from(k.probe).unwrap_or(i32::MAX))
+                            .push(" AND storage_unit_id = ")
+                            .push_bind(k.storage_unit_id.clone());
+                        if let Some(t) = after {
+                            q.push(" AND time > ").push_bind(*t);
+                        }
+                        q.push(")");
+                    }
+                    q.push(" ORDER BY device_id, probe, time, seq");
+                    for r in q.build().fetch_all(&self.pool).await? {
+                        let reading = stored_reading(&r)?;
+                        let key = $crate::store::ProbeKey {
+                            device_id: r.try_get("device_id")?,
+                            probe: reading.probe,
+                            storage_unit_id: reading.storage_unit_id.clone(),
+                        };
+                        out.entry(key).or_default().push(reading);
+                    }
+                }
+                Ok(out)
+            }
+
             async fn lock_device_evaluation(&self, device_id: &str) -> Result<Box<dyn std::any::Any + Send>> {
                 self.evaluation_lock(device_id).await
             }
