@@ -187,7 +187,14 @@ async fn worker(app: App, client: AsyncClient, mut rx: mpsc::Receiver<Batch>) {
             })
             .collect();
         let msgs: Vec<ReadingsMessage<'_>> = readings.iter().map(|(_, m)| *m).collect();
+        let started = std::time::Instant::now();
         let outcomes = app.ingest_many(&msgs).await;
+        // Group sizes and durations are what to look at when ingest is slower than the broker.
+        tracing::debug!(
+            messages = msgs.len(),
+            took_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "ingest group"
+        );
         for ((i, _), outcome) in readings.iter().zip(outcomes) {
             if let Some(b) = group.get(*i) {
                 answer(&app, &client, b, outcome);
