@@ -160,6 +160,18 @@ impl Browser {
         }
     }
 
+    /// Waits up to `secs` for a script to return `true`.
+    pub async fn wait_until(&self, script: &str, secs: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while self.eval(script).await != json!(true) {
+            if tokio::time::Instant::now() > deadline {
+                let html = self.source().await;
+                panic!("{script:?} not true after {secs} s; page:\n{}", &html[..html.len().min(4000)]);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The first element matching a CSS selector (it must be there now).
     pub async fn find(&self, css: &str) -> Element {
         self.wait_for(css, 5).await

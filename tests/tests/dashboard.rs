@@ -205,9 +205,12 @@ async fn a_district_officers_morning_in_chromium() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let hot: Vec<_> = (12..75).map(|i| (i as u64 + 1, t0 + Duration::minutes(10 * i), 9.5)).collect();
         send_readings(&srv, &dev, &key, &hot).await;
-        let row = b.wait_for("tr.alert-row.new", 15).await;
-        let text = b.text(&row).await;
-        assert!(text.contains("Heat alarm") && text.contains('D'), "{name}: {text}");
+        // The same readings open an excursion too; either may arrive first.
+        b.wait_until(
+            "return [...document.querySelectorAll('tr.alert-row.new')].some(r => r.textContent.includes('Heat alarm'));",
+            15,
+        )
+        .await;
         assert_eq!(b.eval("return window.__stay;").await, serde_json::json!(42), "{name}: no reload");
         b.screenshot(&format!("dashboard-live-breach-{name}")).await;
 
