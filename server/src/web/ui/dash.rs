@@ -17,12 +17,12 @@ use vaxtrace_proto::v1 as pb;
 
 use super::chart::{self, Chart, Period};
 use super::i18n::Strings;
+use super::listing;
 use super::page::{Nav, error_page, esc, layout, notice, num, pct, when};
 use super::{Ui, session_back};
 use crate::app::App;
 use crate::app::report::Grouping;
 use crate::domain::alert::{Alert, AlertKind, AlertState, Severity};
-use crate::domain::facility::FacilityQuery;
 use crate::domain::stock::StockFilter;
 use crate::domain::{Caller, Facility, Product, StorageUnit};
 use crate::error::{Error, Result};
@@ -46,42 +46,15 @@ pub(super) fn routes() -> Router<WebState> {
 const LIST_CAP: usize = 5000;
 
 async fn all_facilities(app: &App, c: &Caller) -> Result<Vec<Facility>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app.list_facilities(c, FacilityQuery::default(), 1000, &token).await?;
-        out.extend(page.items);
-        if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-            return Ok(out);
-        }
-        token = page.next_page_token;
-    }
+    listing::facilities(app, c, LIST_CAP).await
 }
 
 async fn all_units(app: &App, c: &Caller, facility_id: &str) -> Result<Vec<StorageUnit>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app.list_storage_units(c, facility_id, "", false, 1000, &token).await?;
-        out.extend(page.items);
-        if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-            return Ok(out);
-        }
-        token = page.next_page_token;
-    }
+    listing::units(app, c, facility_id, LIST_CAP).await
 }
 
 async fn products(app: &App, c: &Caller) -> Result<HashMap<String, Product>> {
-    let mut out = HashMap::new();
-    let mut token = String::new();
-    loop {
-        let page = app.list_products(c, true, 1000, &token).await?;
-        out.extend(page.items.into_iter().map(|p| (p.id.clone(), p)));
-        if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-            return Ok(out);
-        }
-        token = page.next_page_token;
-    }
+    listing::products(app, c, LIST_CAP).await
 }
 
 /// Unresolved alerts (open or acknowledged) in scope, newest first.

@@ -12,6 +12,7 @@ mod chart;
 mod dash;
 mod desk;
 pub(crate) mod i18n;
+mod listing;
 pub(crate) mod page;
 mod session;
 

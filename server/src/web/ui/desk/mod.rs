@@ -117,17 +117,11 @@ impl Desk {
 
     /// The balances at the facility (non-zero), by the store's order.
     pub async fn stock(&self, app: &App, c: &Caller) -> Result<Vec<StockItem>> {
-        let mut out = Vec::new();
-        let mut token = String::new();
-        loop {
+        super::listing::collect(LIST_CAP, |t| {
             let filter = StockFilter { facility_id: Some(self.f.id.clone()), ..Default::default() };
-            let page = app.list_balances(c, filter, "", 1000, &token).await?;
-            out.extend(page.items);
-            if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-                return Ok(out);
-            }
-            token = page.next_page_token;
-        }
+            async move { app.list_balances(c, filter, "", 1000, &t).await }
+        })
+        .await
     }
 
     /// The facility's session sites (where its sessions are held).
@@ -158,29 +152,11 @@ fn own_facility(c: &Caller) -> Option<&str> {
 }
 
 async fn all_units(app: &App, c: &Caller, facility_id: &str) -> Result<Vec<StorageUnit>> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = app.list_storage_units(c, facility_id, "", false, 1000, &token).await?;
-        out.extend(page.items);
-        if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-            return Ok(out);
-        }
-        token = page.next_page_token;
-    }
+    super::listing::units(app, c, facility_id, LIST_CAP).await
 }
 
 async fn products(app: &App, c: &Caller) -> Result<HashMap<String, Product>> {
-    let mut out = HashMap::new();
-    let mut token = String::new();
-    loop {
-        let page = app.list_products(c, true, 1000, &token).await?;
-        out.extend(page.items.into_iter().map(|p| (p.id.clone(), p)));
-        if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
-            return Ok(out);
-        }
-        token = page.next_page_token;
-    }
+    super::listing::products(app, c, LIST_CAP).await
 }
 
 /// Loads the desk of a request, or answers with the facility picker or the error page.
