@@ -32,9 +32,14 @@ struct Cli {
     /// Days after dispatch a shipment with no expected arrival date is reported overdue.
     #[arg(long, env = "VAXTRACE_SHIPMENT_OVERDUE_DAYS", default_value_t = 7, global = true, value_parser = clap::value_parser!(i64).range(1..=365))]
     shipment_overdue_days: i64,
-    /// External MQTT broker, `mqtt://[user:password@]host[:port]`. Without it an embedded broker runs.
+    /// External MQTT broker, `mqtt://[user:password@]host[:port]` or `mqtts://…` (TLS). Without it
+    /// an embedded broker runs.
     #[arg(long, env = "VAXTRACE_MQTT_URL", global = true, hide_env_values = true)]
     mqtt_url: Option<String>,
+    /// PEM file of the CA certificates that sign an `mqtts://` broker's certificate (default: the
+    /// system's roots).
+    #[arg(long, env = "VAXTRACE_MQTT_CA_FILE", global = true)]
+    mqtt_ca_file: Option<PathBuf>,
     /// Address of the embedded MQTT broker (used when --mqtt-url is not given).
     #[arg(long, env = "VAXTRACE_MQTT_LISTEN", default_value = "0.0.0.0:1883", global = true)]
     mqtt_listen: SocketAddr,
@@ -237,7 +242,8 @@ async fn main() -> anyhow::Result<()> {
             app.spawn_no_data_sweep(std::time::Duration::from_secs(cli.no_data_check_interval));
             app.spawn_readings_maintenance((cli.readings_retention_days > 0).then_some(cli.readings_retention_days));
             app.spawn_webhooks();
-            let mqtt = start_mqtt(&app, cli.mqtt_url.as_deref(), cli.mqtt_listen, false).await?;
+            let mqtt = start_mqtt(&app, (cli.mqtt_url.as_deref(), cli.mqtt_ca_file.as_deref()), cli.mqtt_listen, false)
+                .await?;
             println!("MQTT ingest via {mqtt}");
             match tls {
                 Some(config) => {
@@ -250,7 +256,16 @@ async fn main() -> anyhow::Result<()> {
             let alerts = (cli.stock_alert_interval, cli.shipment_overdue_days);
             let no_data_every = std::time::Duration::from_secs(cli.no_data_check_interval);
             let webhooks = webhook_settings(cli.webhook_allow_http);
-            demo(data_dir, listen, alerts, no_data_every, webhooks, cli.mqtt_url.as_deref(), cli.mqtt_listen).await?;
+            demo(
+                data_dir,
+                listen,
+                alerts,
+                no_data_every,
+                webhooks,
+                (cli.mqtt_url.as_deref(), cli.mqtt_ca_file.as_deref()),
+                cli.mqtt_listen,
+            )
+            .await?;
         }
         Command::Migrate { database_url } => {
             vaxtrace_server::open(&database_url).await.context("migration failed")?;
@@ -340,25 +355,30 @@ async fn export_epcis(
 /// With `fallback` (the demo), a taken embedded port moves to a free one instead of failing.
 async fn start_mqtt(
     app: &vaxtrace_server::App,
-    url: Option<&str>,
+    (url, ca_file): (Option<&str>, Option<&std::path::Path>),
     listen: SocketAddr,
     fallback: bool,
 ) -> anyhow::Result<String> {
-    Ok(start_mqtt_at(app, url, listen, fallback).await?.0)
+    Ok(start_mqtt_at(app, (url, ca_file), listen, fallback).await?.0)
 }
 
 /// [`start_mqtt`], also returning the broker's port.
 async fn start_mqtt_at(
     app: &vaxtrace_server::App,
-    url: Option<&str>,
+    (url, ca_file): (Option<&str>, Option<&std::path::Path>),
     listen: SocketAddr,
     fallback: bool,
 ) -> anyhow::Result<(String, String, u16)> {
     let client_id = format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple());
     let (cfg, shown) = match url {
         Some(url) => {
-            let cfg = vaxtrace_server::ingest::IngestConfig::from_url(url, client_id).map_err(anyhow::Error::msg)?;
-            let shown = format!("mqtt://{}:{}", cfg.host, cfg.port);
+            let mut cfg =
+                vaxtrace_server::ingest::IngestConfig::from_url(url, client_id).map_err(anyhow::Error::msg)?;
+            if let Some(ca) = ca_file {
+                cfg = cfg.trust_ca_file(ca).map_err(anyhow::Error::msg)?;
+            }
+            let scheme = if cfg.tls.is_some() { "mqtts" } else { "mqtt" };
+            let shown = format!("{scheme}://{}:{}", cfg.host, cfg.port);
             (cfg, shown)
         }
         None => {
@@ -378,6 +398,7 @@ async fn start_mqtt_at(
                 password: None,
                 workers: 4,
                 share_group: vaxtrace_server::ingest::SHARE_GROUP.to_owned(),
+                tls: None,
             };
             (cfg, format!("mqtt://{addr} (embedded broker)"))
         }
@@ -393,7 +414,7 @@ async fn demo(
     (stock_alert_interval, overdue_days): (u64, i64),
     no_data_every: std::time::Duration,
     webhooks: vaxtrace_server::app::WebhookSettings,
-    mqtt_url: Option<&str>,
+    mqtt_url: (Option<&str>, Option<&std::path::Path>),
     mqtt_listen: SocketAddr,
 ) -> anyhow::Result<()> {
     let (dir, _guard) = match data_dir {

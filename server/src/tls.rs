@@ -40,6 +40,41 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// A client configuration that trusts the CA certificates of a PEM file, or without one the
+/// system's roots: for the external MQTT broker and webhook receivers.
+pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(ca) => {
+            for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))? {
+                let cert = cert.map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+                roots.add(cert).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("CA file {} holds no certificate", ca.display()));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            for e in &native.errors {
+                tracing::warn!(error = %e, "cannot read a system root certificate");
+            }
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                tracing::warn!("no system root certificates: TLS connections will fail (install ca-certificates)");
+            }
+        }
+    }
+    // ring, explicitly: there is no process-wide default provider.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A listener that hands out connections whose TLS handshake has completed.
 #[derive(Debug)]
 pub struct TlsListener {

@@ -830,6 +830,7 @@ async fn start_server(url: &str, broker: &Broker, workers: usize) -> Server {
             password: None,
             workers,
             share_group: group,
+            tls: None,
         },
     );
     Server { addr, token: admin.secret, app, ingest, stop: Some(stop), task }

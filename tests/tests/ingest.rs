@@ -42,6 +42,7 @@ fn ingest_config(host: &str, port: u16, group: &str) -> IngestConfig {
         password: None,
         workers: 4,
         share_group: group.to_owned(),
+        tls: None,
     }
 }
 

@@ -121,3 +121,129 @@ async fn grpc_and_pages_over_tls() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// Mosquitto with one TLS-only listener on 127.0.0.1 (a child process; killed on drop).
+struct TlsMosquitto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TlsMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_mosquitto(dir: &std::path::Path, p: &Pki) -> Option<TlsMosquitto> {
+    if std::process::Command::new("mosquitto").arg("-h").output().is_err() {
+        eprintln!("server_ingests_from_a_tls_broker: SKIPPED — mosquitto is not installed");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (ca, cert, key) = (dir.join("b-ca.pem"), dir.join("b-cert.pem"), dir.join("b-key.pem"));
+    std::fs::write(&ca, &p.ca_pem).unwrap();
+    std::fs::write(&cert, &p.cert_pem).unwrap();
+    std::fs::write(&key, &p.key_pem).unwrap();
+    let mut conf = format!(
+        "listener {port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nallow_anonymous true\npersistence false\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    // Started as root, Mosquitto drops to its own user, which cannot read a private temp dir.
+    if std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0") {
+        conf.push_str("user root\n");
+    }
+    std::fs::write(dir.join("mosquitto.conf"), conf).unwrap();
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(dir.join("mosquitto.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(TlsMosquitto { child, port })
+}
+
+#[tokio::test]
+async fn server_ingests_from_a_tls_broker() {
+    use prost::Message as _;
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    use vaxtrace_server::ingest::IngestConfig;
+
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki();
+    let Some(broker) = tls_mosquitto(dir.path(), &p) else { return };
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &p.ca_pem).unwrap();
+    // A CA file only makes sense for mqtts://.
+    let plain = IngestConfig::from_url("mqtt://127.0.0.1:1883", "x".into()).unwrap();
+    assert!(plain.trust_ca_file(&ca).unwrap_err().contains("mqtts://"));
+
+    let srv = vaxtrace_tests::TestServer::start(vaxtrace_tests::TestDb::Sqlite).await;
+    let w = vaxtrace_tests::world::world(&srv).await;
+    let (id, key) = vaxtrace_tests::world::register_logger(&srv, &w.tok, &w.c, &w.cu, 600).await;
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let cfg = IngestConfig::from_url(&url, format!("vt-{}", uuid::Uuid::now_v7().simple()))
+        .unwrap()
+        .trust_ca_file(&ca)
+        .unwrap();
+    let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), cfg);
+
+    // The device's side, over TLS too.
+    let tls = vaxtrace_server::tls::client_config(Some(&ca)).unwrap();
+    let mut opts = MqttOptions::new(format!("dev-{id}"), "127.0.0.1", broker.port);
+    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    let (client, mut events) = AsyncClient::new(opts, 10);
+    client.subscribe(format!("vaxtrace/v1/devices/{id}/ack"), QoS::AtLeastOnce).await.unwrap();
+    let batch = pb::ReadingBatch {
+        device_id: id.clone(),
+        readings: (1..=3)
+            .map(|seq| pb::Reading {
+                seq,
+                time: Some(prost_types::Timestamp {
+                    seconds: chrono::Utc::now().timestamp() - 600 + seq as i64,
+                    nanos: 0,
+                }),
+                temp_c: 4.5,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let payload = vaxtrace_proto::signing::encode_signed(&batch, Some(&key)).unwrap();
+    let acked = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let mut published = false;
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) if !published => {
+                    // The server's shared subscription may join a moment after ours.
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    client
+                        .publish(format!("vaxtrace/v1/devices/{id}/readings"), QoS::AtLeastOnce, false, payload.clone())
+                        .await
+                        .unwrap();
+                    published = true;
+                }
+                Ok(Event::Incoming(Packet::Publish(m))) => {
+                    let ack = pb::ReadingAck::decode(m.payload.as_ref()).unwrap();
+                    if ack.acked_seq == 3 {
+                        return ack;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("device connection over TLS failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("an ack over TLS within 30 s");
+    assert_eq!((acked.acked_seq, acked.error.as_str()), (3, ""));
+    let admin = srv.app.authenticate(&w.tok).await.unwrap();
+    let since = Some(chrono::Utc::now() - chrono::Duration::hours(1));
+    let stored = srv.app.list_readings(&admin, &id, "", since, Some(chrono::Utc::now()), 100, "").await.unwrap();
+    assert_eq!(stored.items.len(), 3);
+    ingest.abort();
+    srv.stop().await;
+}

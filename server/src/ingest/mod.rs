@@ -30,13 +30,19 @@ pub struct IngestConfig {
     pub workers: usize,
     /// Shared-subscription group: replicas of one deployment share one (default `vaxtrace`).
     pub share_group: String,
+    /// TLS to the broker (`mqtts://`): whom to trust.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl IngestConfig {
-    /// Parses `mqtt://host[:port]`.
+    /// Parses `mqtt://host[:port]` (plain, port 1883) or `mqtts://host[:port]` (TLS, port 8883,
+    /// trusting the system's roots until [`IngestConfig::trust_ca_file`] names a CA).
     pub fn from_url(url: &str, client_id: String) -> Result<Self, String> {
-        let rest =
-            url.strip_prefix("mqtt://").ok_or_else(|| format!("unsupported MQTT URL {url:?}: use mqtt://host:port"))?;
+        let (rest, tls, default_port) = match (url.strip_prefix("mqtt://"), url.strip_prefix("mqtts://")) {
+            (Some(r), _) => (r, false, 1883),
+            (_, Some(r)) => (r, true, 8883),
+            _ => return Err(format!("unsupported MQTT URL {url:?}: use mqtt://host:port or mqtts://host:port")),
+        };
         let (auth, hostport) = match rest.rsplit_once('@') {
             Some((a, h)) => (Some(a), h),
             None => (None, rest),
@@ -45,13 +51,32 @@ impl IngestConfig {
             Some((h, p)) => {
                 (h.to_owned(), p.trim_end_matches('/').parse().map_err(|_| format!("bad port in {url:?}"))?)
             }
-            None => (hostport.trim_end_matches('/').to_owned(), 1883),
+            None => (hostport.trim_end_matches('/').to_owned(), default_port),
         };
         let (username, password) = match auth.map(|a| a.split_once(':').unwrap_or((a, ""))) {
             Some((u, p)) => (Some(u.to_owned()), (!p.is_empty()).then(|| p.to_owned())),
             None => (None, None),
         };
-        Ok(IngestConfig { host, port, client_id, username, password, workers: 4, share_group: SHARE_GROUP.to_owned() })
+        let tls = if tls { Some(crate::tls::client_config(None)?) } else { None };
+        Ok(IngestConfig {
+            host,
+            port,
+            client_id,
+            username,
+            password,
+            workers: 4,
+            share_group: SHARE_GROUP.to_owned(),
+            tls,
+        })
+    }
+
+    /// Trusts the CA certificates of a PEM file for the broker (a private CA); only for `mqtts://`.
+    pub fn trust_ca_file(mut self, ca_file: &std::path::Path) -> Result<Self, String> {
+        if self.tls.is_none() {
+            return Err("a CA file needs an mqtts:// broker URL".to_owned());
+        }
+        self.tls = Some(crate::tls::client_config(Some(ca_file))?);
+        Ok(self)
     }
 }
 
@@ -92,6 +117,9 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
         opts.set_keep_alive(Duration::from_secs(30));
         opts.set_max_packet_size(1 << 20, 1 << 20);
         opts.set_inflight(100);
+        if let Some(tls) = &cfg.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
         if let Some(u) = &cfg.username {
             opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
         }

@@ -3,7 +3,6 @@
 //! failure is rescheduled with back-off, so a webhook's later events wait behind it. The database
 //! holds all state, so deliveries survive restarts and any replica may send any of them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -190,22 +189,8 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 /// The HTTP/1 client: https with the system's root certificates (rustls, ring), plus plain http
 /// when allowed.
 fn http_client(allow_http: bool, timeout: Duration) -> Result<HttpClient> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for e in &native.errors {
-        tracing::warn!(error = %e, "cannot read a system root certificate");
-    }
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if added == 0 {
-        tracing::warn!("no system root certificates: https webhooks will fail (install ca-certificates)");
-    }
-    // ring, explicitly: there is no process-wide default provider.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Internal(format!("TLS setup: {e}")))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::tls::client_config(None).map_err(Error::Internal)?;
+    let tls = (*tls).clone();
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
