@@ -16,6 +16,40 @@ macro_rules! sql_telemetry_store {
         use $crate::domain::telemetry::{self as tm, Device};
         use $crate::store::telemetry_sql::{DEVICE_COLS, READING_CHUNK, READING_COLS};
 
+        /// Adds readings to their hourly rollups: one row per (unit, hour) per statement, as one
+        /// statement may not update a row twice. Sensor faults and missing temperatures do not count.
+        async fn upsert_rollups<'r>(
+            tx: &mut sqlx::Transaction<'_, $Db>,
+            rows: impl Iterator<Item = &'r tm::StoredReading>,
+        ) -> Result<()> {
+            let mut hours: std::collections::BTreeMap<(String, i64), (f64, f64, f64, i64)> =
+                std::collections::BTreeMap::new();
+            for r in rows.filter(|r| !r.sensor_fault) {
+                let Some(t) = r.temp_c else { continue };
+                let hour = r.time.timestamp().div_euclid(3600) * 3600;
+                let e = hours.entry((r.storage_unit_id.clone(), hour)).or_insert((t, t, 0.0, 0));
+                *e = (e.0.min(t), e.1.max(t), e.2 + t, e.3 + 1);
+            }
+            let hours: Vec<_> = hours.into_iter().collect();
+            for chunk in hours.chunks(READING_CHUNK) {
+                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                    "INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count) ",
+                );
+                q.push_values(chunk, |mut b, ((unit, hour), (lo, hi, sum, n))| {
+                    b.push_bind(unit.clone()).push_bind(*hour).push_bind(*lo).push_bind(*hi).push_bind(*sum).push_bind(*n);
+                });
+                q.push(format!(
+                    " ON CONFLICT (storage_unit_id, hour) DO UPDATE SET \
+                     min_c = {lo}(reading_rollups.min_c, excluded.min_c), max_c = {hi}(reading_rollups.max_c, excluded.max_c), \
+                     sum_c = reading_rollups.sum_c + excluded.sum_c, count = reading_rollups.count + excluded.count",
+                    lo = <$Store>::LEAST,
+                    hi = <$Store>::GREATEST
+                ));
+                q.build().execute(&mut **tx).await?;
+            }
+            Ok(())
+        }
+
         fn stored_reading(r: &$Row) -> Result<tm::StoredReading> {
             let probe: i32 = r.try_get("probe")?;
             let battery: Option<i32> = r.try_get("battery_pct")?;
@@ -501,30 +535,7 @@ macro_rules! sql_telemetry_store {
                     }
                 }
                 // Hourly rollups of the new readings, in the same transaction as the readings.
-                let mut hours: BTreeMap<(String, i64), (f64, f64, f64, i64)> = BTreeMap::new();
-                for r in fresh.iter().filter(|r| inserted.contains(&r.seq) && !r.sensor_fault) {
-                    let Some(t) = r.temp_c else { continue };
-                    let hour = r.time.timestamp().div_euclid(3600) * 3600;
-                    let e = hours.entry((r.storage_unit_id.clone(), hour)).or_insert((t, t, 0.0, 0));
-                    *e = (e.0.min(t), e.1.max(t), e.2 + t, e.3 + 1);
-                }
-                let hours: Vec<_> = hours.into_iter().collect();
-                for chunk in hours.chunks(READING_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count) ",
-                    );
-                    q.push_values(chunk, |mut b, ((unit, hour), (lo, hi, sum, n))| {
-                        b.push_bind(unit.clone()).push_bind(*hour).push_bind(*lo).push_bind(*hi).push_bind(*sum).push_bind(*n);
-                    });
-                    q.push(format!(
-                        " ON CONFLICT (storage_unit_id, hour) DO UPDATE SET \
-                         min_c = {lo}(reading_rollups.min_c, excluded.min_c), max_c = {hi}(reading_rollups.max_c, excluded.max_c), \
-                         sum_c = reading_rollups.sum_c + excluded.sum_c, count = reading_rollups.count + excluded.count",
-                        lo = <$Store>::LEAST,
-                        hi = <$Store>::GREATEST
-                    ));
-                    q.build().execute(&mut *tx).await?;
-                }
+                upsert_rollups(&mut tx, fresh.iter().copied().filter(|r| inserted.contains(&r.seq))).await?;
                 for chunk in rejects.chunks(READING_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO reading_rejects (device_id, seq, reason, received_at) ");
                     q.push_values(chunk, |mut b, (seq, reason)| {
@@ -677,32 +688,8 @@ macro_rules! sql_telemetry_store {
                         }
                     }
                 }
-                // Hourly rollups of the new readings, in the same transaction as the readings; one
-                // row per (unit, hour), as one statement may not update a row twice.
-                let mut hours: BTreeMap<(String, i64), (f64, f64, f64, i64)> = BTreeMap::new();
-                for r in new_rows.iter().filter(|r| !r.sensor_fault) {
-                    let Some(t) = r.temp_c else { continue };
-                    let hour = r.time.timestamp().div_euclid(3600) * 3600;
-                    let e = hours.entry((r.storage_unit_id.clone(), hour)).or_insert((t, t, 0.0, 0));
-                    *e = (e.0.min(t), e.1.max(t), e.2 + t, e.3 + 1);
-                }
-                let hours: Vec<_> = hours.into_iter().collect();
-                for chunk in hours.chunks(READING_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO reading_rollups (storage_unit_id, hour, min_c, max_c, sum_c, count) ",
-                    );
-                    q.push_values(chunk, |mut b, ((unit, hour), (lo, hi, sum, n))| {
-                        b.push_bind(unit.clone()).push_bind(*hour).push_bind(*lo).push_bind(*hi).push_bind(*sum).push_bind(*n);
-                    });
-                    q.push(format!(
-                        " ON CONFLICT (storage_unit_id, hour) DO UPDATE SET \
-                         min_c = {lo}(reading_rollups.min_c, excluded.min_c), max_c = {hi}(reading_rollups.max_c, excluded.max_c), \
-                         sum_c = reading_rollups.sum_c + excluded.sum_c, count = reading_rollups.count + excluded.count",
-                        lo = <$Store>::LEAST,
-                        hi = <$Store>::GREATEST
-                    ));
-                    q.build().execute(&mut *tx).await?;
-                }
+                // Hourly rollups of the new readings, in the same transaction as the readings.
+                upsert_rollups(&mut tx, new_rows.iter().copied()).await?;
                 let rejects: Vec<(&str, i64, &'static str)> = groups
                     .iter()
                     .zip(&live)
