@@ -139,19 +139,23 @@ async fn body(app: &App, ui: &Ui, d: &Desk, from: usize) -> Result<String> {
         let _ = write!(b, r#"<section aria-labelledby="h-min"><h2 id="h-min">{}</h2>"#, esc(t.desk_below_min));
         let short: Vec<_> = policies
             .iter()
-            .map(|p| (p, own.get(p.product_id.as_str()).copied().unwrap_or(0)))
-            .filter(|(p, have)| *have < p.min_doses)
+            .filter_map(|p| {
+                let have = own.get(p.product_id.as_str()).copied().unwrap_or(0);
+                // The alert engine's own rule, so the page and the alerts never disagree.
+                let (kind, _, _) = crate::domain::alert::stock_level(have, p.min_doses, p.max_doses)?;
+                Some((p, have, kind == crate::domain::alert::AlertKind::StockOut))
+            })
             .collect();
         if short.is_empty() {
             let _ = write!(b, r#"<p><span class="badge s-ok">✔ {}</span></p>"#, esc(t.desk_none_below_min));
         } else {
             b.push_str(r#"<ul class="plain below-min">"#);
-            for (p, have) in short {
-                let (class, sym) = if have == 0 { ("s-bad", "∅") } else { ("s-warn", "↓") };
+            for (p, have, out) in short {
+                let (class, sym) = if out { ("s-bad", "∅") } else { ("s-warn", "↓") };
                 let _ = write!(
                     b,
                     r#"<li><span class="badge {class}">{sym} {}</span> {}: {} {} &lt; min {}</li>"#,
-                    esc(if have == 0 { t.status_stockout } else { t.status_below_min }),
+                    esc(if out { t.status_stockout } else { t.status_below_min }),
                     esc(d.product_name(&p.product_id)),
                     num(have),
                     esc(t.doses),
