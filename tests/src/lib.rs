@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod country;
 pub mod epcis;
+pub mod procs;
 pub mod web;
 pub mod world;
 

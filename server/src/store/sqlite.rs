@@ -30,6 +30,9 @@ pub struct SqliteStore {
     /// queueing writers here (in arrival order) replaces the busy handler's sleep-and-retry,
     /// whose back-off made the slowest writes wait 100 ms and more.
     writer: SqlitePool,
+    /// The lock file that makes alarm evaluation take turns across processes sharing the
+    /// database file (replicas, a second server started by mistake); `None` in memory.
+    alarm_lock: Option<std::sync::Arc<std::path::PathBuf>>,
 }
 
 impl SqliteStore {
@@ -64,6 +67,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        let opts_path = opts.get_filename().to_owned();
         // Each in-memory connection would be its own database: keep exactly one, forever.
         let (pool, writer) = if memory {
             let pool = SqlitePoolOptions::new()
@@ -91,7 +95,12 @@ impl SqliteStore {
                 .await?;
             (pool, writer)
         };
-        let store = SqliteStore { pool, writer };
+        let alarm_lock = (!memory).then(|| {
+            let mut name = opts_path.into_os_string();
+            name.push(".alarms-lock");
+            std::sync::Arc::new(std::path::PathBuf::from(name))
+        });
+        let store = SqliteStore { pool, writer, alarm_lock };
         store.migrate().await?;
         Ok(store)
     }
@@ -102,14 +111,32 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// SQLite serves one process, whose per-device mutex already serializes evaluation.
+    /// Alarm evaluation reads a probe's state, evaluates and writes it back in several
+    /// transactions, so two processes on one file must take turns: an exclusive `flock` on a file
+    /// beside the database, opened anew each time (so tasks of one process exclude each other
+    /// too). In memory no other process can share the database; the per-device mutex suffices.
     async fn evaluation_lock(&self, _device_id: &str) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(()))
+        self.take_alarm_lock().await
     }
 
-    /// As [`SqliteStore::evaluation_lock`]: one process, nothing to take.
+    /// As [`SqliteStore::evaluation_lock`]: one lock for the whole database, which admits one
+    /// writer at a time anyway.
     async fn evaluations_lock(&self, _device_ids: &[String]) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
-        Ok(Box::new(()))
+        self.take_alarm_lock().await
+    }
+
+    async fn take_alarm_lock(&self) -> crate::error::Result<Box<dyn std::any::Any + Send>> {
+        let Some(path) = self.alarm_lock.clone() else { return Ok(Box::new(())) };
+        let locked = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.as_path())?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| crate::error::Error::Internal(format!("alarm lock task: {e}")))?
+        .map_err(|e| crate::error::Error::Internal(format!("cannot lock the alarm lock file: {e}")))?;
+        // Closing the file releases the lock.
+        Ok(Box::new(locked))
     }
 
     /// SQLite has no partitions; retention deletes rows.

@@ -1,0 +1,457 @@
+//! The fault suite: real `vaxtrace-agent` processes with the simulator publish through a real
+//! Mosquitto to real `vaxtrace-server` processes, while the test SIGKILLs and restarts the
+//! server, the broker and the agents, and keeps one agent off the network for a simulated week.
+//! At the end the readings in the database are exactly the ones the agents produced (nothing
+//! missing, nothing twice), no alert was opened twice, and the cold-chain alerts are exactly the
+//! ones the alarm rules give over the stored readings, at reading times.
+//!
+//! Needs the `mosquitto` binary; without it the tests print SKIPPED, unless
+//! `VAXTRACE_REQUIRE_MOSQUITTO=1` (CI) makes that a failure.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vaxtrace_coldchain::{AlarmKind, Profile, Reading, Transition, evaluate_all};
+use vaxtrace_proto::v1 as pb;
+use vaxtrace_proto::v1::alert_service_client::AlertServiceClient;
+use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
+use vaxtrace_tests::procs::{AgentProc, Cable, Mosquitto, ServerProc, mosquitto_installed};
+use vaxtrace_tests::{TestDb, TestServer, authed};
+
+/// Loggers publishing live (on a fast clock) during the chaos.
+const LIVE_AGENTS: usize = 20;
+/// Samples each live logger takes: 20 simulated hours at one a minute.
+const LIVE_SAMPLES: u64 = 1200;
+/// Samples of the logger that is offline for a week: 7 days at one per 5 minutes.
+const OFFLINE_SAMPLES: u64 = 7 * 24 * 12;
+/// Probes per logger: probe 0 holds steady, probe 1 of some loggers drifts warm into a HEAT alarm.
+const PROBES: u64 = 2;
+
+/// One test at a time in this binary: each starts two dozen processes.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn skip(name: &str) -> bool {
+    if mosquitto_installed() {
+        return false;
+    }
+    assert!(
+        std::env::var("VAXTRACE_REQUIRE_MOSQUITTO").is_err(),
+        "{name}: mosquitto is not installed but VAXTRACE_REQUIRE_MOSQUITTO is set"
+    );
+    eprintln!("{name}: SKIPPED — mosquitto is not installed");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashes_of_server_broker_and_agents_lose_and_repeat_nothing() {
+    if skip("crashes_of_server_broker_and_agents_lose_and_repeat_nothing") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    for db in TestDb::all() {
+        run(db, 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_ingest_and_one_dies_mid_run() {
+    if skip("two_replicas_share_ingest_and_one_dies_mid_run") {
+        return;
+    }
+    let _turn = TURN.lock().await;
+    for db in TestDb::all() {
+        run(db, 2).await;
+    }
+}
+
+/// A logger under test: its process and what it should produce.
+struct Logger {
+    agent: AgentProc,
+    readings: u64,
+    interval_ms: i64,
+}
+
+fn agent_config(
+    id: &str,
+    key: &[u8],
+    data: &Path,
+    port: u16,
+    interval: &str,
+    sim: (&str, u64, u64),
+    drift: bool,
+) -> String {
+    let (start, speed, samples) = sim;
+    format!(
+        r#"
+device_id = "{id}"
+data_dir = "{data}"
+interval = "{interval}"
+[mqtt]
+url = "mqtt://127.0.0.1:{port}"
+keep_alive = "5s"
+reconnect_min = "200ms"
+reconnect_max = "2s"
+[uplink]
+batch_size = 60
+ack_timeout = "3s"
+key_hex = "{key}"
+[simulator]
+seed = 11
+speed = {speed}
+start = "{start}"
+max_readings = {readings}
+[[probes]]
+index = 0
+source = {{ kind = "simulator", scenario = "stable" }}
+[[probes]]
+index = 1
+source = {{ kind = "simulator", scenario = "{scenario}" }}
+"#,
+        data = data.display(),
+        key = vaxtrace_proto::signing::to_hex(key),
+        readings = samples * PROBES,
+        scenario = if drift { "warm_drift" } else { "stable" },
+    )
+}
+
+async fn register(srv: &TestServer, facility: &str, unit: &str, interval_secs: i64) -> (String, Vec<u8>) {
+    let mut tel = TelemetryServiceClient::new(srv.channel().await);
+    let d = pb::Device {
+        serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
+        facility_id: facility.into(),
+        probes: (0..PROBES as u32)
+            .map(|i| pb::Probe { index: i, storage_unit_id: unit.into(), label: format!("probe {i}") })
+            .collect(),
+        expected_interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
+        ..Default::default()
+    };
+    let r = tel
+        .register_device(authed(
+            &srv.admin_token,
+            pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() },
+        ))
+        .await
+        .expect("register logger")
+        .into_inner();
+    (r.device.map(|d| d.id).unwrap_or_default(), r.key)
+}
+
+async fn start_server(url: &str, mqtt: &str, log: &Path) -> ServerProc {
+    let (url, mqtt, log) = (url.to_owned(), mqtt.to_owned(), log.to_owned());
+    tokio::task::spawn_blocking(move || ServerProc::start(&url, &mqtt, &log, &["--no-data-check-interval", "2"]))
+        .await
+        .expect("start server")
+}
+
+async fn run(db: TestDb, replicas: usize) {
+    let name = format!("{} with {replicas} replica(s)", db.name());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let srv = TestServer::start_reachable(db, dir.path()).await;
+    let w = vaxtrace_tests::world::world(&srv).await;
+    let mut broker = Mosquitto::start(dir.path());
+    let mqtt = format!("mqtt://127.0.0.1:{}", broker.port);
+
+    // The week offline: its logger publishes through a cable that starts unplugged.
+    let cable = Cable::new(broker.port, false);
+    let mut loggers = Vec::new();
+    for i in 0..=LIVE_AGENTS {
+        let offline = i == LIVE_AGENTS;
+        let interval_secs = if offline { 300 } else { 60 };
+        let (id, key) = register(&srv, &w.c, &w.cu, interval_secs).await;
+        let data = dir.path().join(format!("agent-{i}"));
+        let (config, samples) = if offline {
+            // A week of 5-minute samples in a few seconds; the last one a day before now.
+            let sim = ("now - 8d", 200_000, OFFLINE_SAMPLES);
+            (agent_config(&id, &key, &data, cable.port, "5m", sim, true), OFFLINE_SAMPLES)
+        } else {
+            // 20 simulated hours in about 30 s: long enough for the warm ones to raise HEAT.
+            let sim = ("now - 1d", 2400, LIVE_SAMPLES);
+            (agent_config(&id, &key, &data, broker.port, "60s", sim, i % 4 == 0), LIVE_SAMPLES)
+        };
+        let agent = AgentProc::start(dir.path(), &id, &data, &config);
+        loggers.push(Logger { agent, readings: samples * PROBES, interval_ms: interval_secs * 1000 });
+    }
+
+    let logs: Vec<_> = (0..replicas).map(|r| dir.path().join(format!("server-{r}.log"))).collect();
+    let mut servers = Vec::new();
+    for log in &logs {
+        servers.push(Some(start_server(&srv.database_url, &mqtt, log).await));
+    }
+
+    // The chaos, at fixed points of the run while readings flow. In the replica run only
+    // replica 0 is killed (the last time for good); replica 1 carries on throughout.
+    let t0 = Instant::now();
+    let mut plugged_at = None;
+    let mut step = 0;
+    let steps: [(u64, &str); 9] = [
+        (4, "kill server"),
+        (6, "restart server"),
+        (9, "kill agents 0..7"),
+        (10, "restart agents 0..7"),
+        (13, "restart broker"),
+        (16, "plug the offline logger in"),
+        (17, "kill server"),
+        (19, "restart server; kill agents 7..14 and restart them"),
+        (24, "kill server for good (replicas) / kill and restart it (single)"),
+    ];
+    while step < steps.len() {
+        let (at, what) = steps[step];
+        let due = t0 + Duration::from_secs(at);
+        tokio::time::sleep(due.saturating_duration_since(Instant::now())).await;
+        eprintln!("{name}: t={:>4.1}s {what}", t0.elapsed().as_secs_f64());
+        match step {
+            0 | 6 => {
+                if let Some(mut p) = servers[0].take() {
+                    p.proc.kill();
+                }
+            }
+            1 | 7 => servers[0] = Some(start_server(&srv.database_url, &mqtt, &logs[0]).await),
+            2 => loggers[..7].iter_mut().for_each(|l| l.agent.kill()),
+            3 => loggers[..7].iter_mut().for_each(|l| l.agent.restart()),
+            4 => {
+                let b = &mut broker;
+                tokio::task::block_in_place(|| b.restart());
+            }
+            5 => {
+                cable.plug();
+                plugged_at = Some(chrono::Utc::now());
+            }
+            _ => {}
+        }
+        if step == 7 {
+            for l in &mut loggers[7..14] {
+                l.agent.kill();
+                l.agent.restart();
+            }
+        }
+        if step == 8 {
+            if let Some(mut p) = servers[0].take() {
+                p.proc.kill();
+            }
+            if replicas == 1 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                servers[0] = Some(start_server(&srv.database_url, &mqtt, &logs[0]).await);
+            }
+        }
+        step += 1;
+    }
+    let plugged_at = plugged_at.expect("offline logger plugged in");
+
+    // Everything the loggers produced is acked in the end.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut behind = Vec::new();
+        for l in &loggers {
+            let d = srv.app.store().get_device(&l.agent.device_id).await.expect("device").expect("registered").0;
+            if d.last_seq < l.readings as i64 {
+                behind.push((l.agent.device_id.clone(), d.last_seq, l.readings));
+            }
+        }
+        if behind.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let l = loggers.iter().find(|l| l.agent.device_id == behind[0].0).expect("logger");
+            panic!("{name}: loggers not fully acked after the run: {behind:?}\nagent log:\n{}", l.agent.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("{name}: all readings acked at t={:.1}s", t0.elapsed().as_secs_f64());
+    // Let the alarm evaluation of the last groups and any late duplicates settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for l in &mut loggers {
+        l.agent.kill();
+    }
+
+    let ch = srv.channel().await;
+    let mut tel = TelemetryServiceClient::new(ch.clone());
+    let mut oracle: BTreeSet<(i32, String, u32, i64)> = BTreeSet::new();
+    for l in &loggers {
+        // What the agent produced: its buffer's seq counter, which never repeats a seq.
+        let produced = {
+            let dir = l.agent.data_dir.join(vaxtrace_agent::agent::BUFFER_DIR);
+            let b = vaxtrace_agent::buffer::Buffer::open(&dir, vaxtrace_agent::buffer::BufferConfig::default())
+                .expect("open agent buffer");
+            assert_eq!(b.dropped_total(), 0, "{name}: the agent dropped readings");
+            b.next_seq() - 1
+        };
+        assert_eq!(produced, l.readings, "{name}: agent {} produced {produced} readings", l.agent.device_id);
+
+        let mut seqs: BTreeMap<u64, u32> = BTreeMap::new();
+        let mut per_probe: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
+        let mut token = String::new();
+        loop {
+            let page = tel
+                .list_readings(authed(
+                    &srv.admin_token,
+                    pb::ListReadingsRequest {
+                        page_size: 1000,
+                        page_token: token.clone(),
+                        device_id: l.agent.device_id.clone(),
+                        start_time: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+                        ..Default::default()
+                    },
+                ))
+                .await
+                .expect("list readings")
+                .into_inner();
+            for r in page.readings {
+                let r = r.reading.expect("reading");
+                *seqs.entry(r.seq).or_default() += 1;
+                let t = r.time.expect("time");
+                let ms = t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+                per_probe.entry(r.probe).or_default().push(Reading::from_celsius(ms, r.temp_c));
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let twice: Vec<_> = seqs.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
+        assert!(twice.is_empty(), "{name}: {}: seqs stored twice: {twice:?}", l.agent.device_id);
+        let stored: BTreeSet<u64> = seqs.keys().copied().collect();
+        let expected: BTreeSet<u64> = (1..=produced).collect();
+        let missing: Vec<_> = expected.difference(&stored).take(20).collect();
+        assert!(missing.is_empty(), "{name}: {}: seqs missing: {missing:?}…", l.agent.device_id);
+        assert_eq!(stored, expected, "{name}: {}: stored seqs", l.agent.device_id);
+
+        // The rules over the stored readings, in reading-time order, give the expected alerts.
+        let profile = Profile::vaccine_2_8().with_expected_interval_ms(l.interval_ms);
+        for (probe, readings) in &mut per_probe {
+            for e in evaluate_all(&profile, readings) {
+                let kind = match e.kind {
+                    AlarmKind::Excursion => pb::AlertKind::Excursion,
+                    AlarmKind::Heat => pb::AlertKind::Heat,
+                    AlarmKind::Freeze => pb::AlertKind::Freeze,
+                    _ => continue,
+                };
+                if e.transition == Transition::Opened {
+                    oracle.insert((kind as i32, l.agent.device_id.clone(), *probe, e.start_ms));
+                }
+            }
+        }
+    }
+
+    let mut alerts = AlertServiceClient::new(ch);
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = alerts
+            .list_alerts(authed(
+                &srv.admin_token,
+                pb::ListAlertsRequest { page_size: 1000, page_token: token.clone(), ..Default::default() },
+            ))
+            .await
+            .expect("list alerts")
+            .into_inner();
+        all.extend(page.alerts);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let key = |a: &pb::Alert| {
+        let s = a.subject.clone().unwrap_or_default();
+        let t = a.start_time.unwrap_or_default();
+        (
+            a.kind,
+            s.device_id,
+            s.probe,
+            s.storage_unit_id,
+            s.lot_id,
+            s.product_id,
+            s.shipment_id,
+            t.seconds * 1000 + i64::from(t.nanos) / 1_000_000,
+        )
+    };
+    let mut seen = BTreeMap::new();
+    for a in &all {
+        *seen.entry(key(a)).or_insert(0) += 1;
+    }
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    let show = |dev: &str| {
+        let mut v: Vec<_> = all
+            .iter()
+            .filter(|a| a.subject.as_ref().is_some_and(|s| s.device_id == dev))
+            .map(|a| {
+                let s = a.subject.clone().unwrap_or_default();
+                format!(
+                    "  kind {} probe {} start {} end {:?} state {} sev {} active {} opened {} resolution {:?}",
+                    a.kind,
+                    s.probe,
+                    a.start_time.unwrap_or_default().seconds,
+                    a.end_time.map(|t| t.seconds),
+                    a.state,
+                    a.severity,
+                    a.condition_active,
+                    a.open_time.unwrap_or_default().seconds,
+                    a.resolution.as_ref().map(|r| (r.resolution, r.comment.clone()))
+                )
+            })
+            .collect();
+        v.sort();
+        v.join("\n")
+    };
+    if let Some(((_, dev, ..), _)) = doubled.first() {
+        panic!("{name}: alerts opened twice: {doubled:?}\nthat logger's alerts:\n{}", show(dev));
+    }
+
+    // An alert withdrawn after a replay (a gap that was only a gap in arrival) recorded what was
+    // seen at the time; the truth is what stands.
+    let superseded = pb::AlertResolution::Superseded as i32;
+    let standing = |a: &&pb::Alert| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded);
+    let cold: BTreeSet<(i32, String, u32, i64)> = all
+        .iter()
+        .filter(standing)
+        .filter(|a| {
+            [pb::AlertKind::Excursion, pb::AlertKind::Heat, pb::AlertKind::Freeze].map(|k| k as i32).contains(&a.kind)
+        })
+        .map(|a| {
+            let (kind, dev, probe, .., at) = key(a);
+            (kind, dev, probe, at)
+        })
+        .collect();
+    let extra: Vec<_> = cold.difference(&oracle).collect();
+    let lacking: Vec<_> = oracle.difference(&cold).collect();
+    if let Some((_, dev, ..)) = extra.first().or(lacking.first()) {
+        panic!(
+            "{name}: cold-chain alerts differ from the rules: extra {extra:?}, missing {lacking:?}\nthat logger's alerts:\n{}",
+            show(dev)
+        );
+    }
+    // warm_drift passes +8 °C six hours into each simulated day and stays there until midnight:
+    // one HEAT alarm in the live loggers' 20 hours, one per day in the offline week.
+    let heat = pb::AlertKind::Heat as i32;
+    let back = plugged_at.timestamp();
+    for (i, l) in loggers.iter().enumerate() {
+        let starts: Vec<i64> = all
+            .iter()
+            .filter(standing)
+            .filter(|a| a.kind == heat && a.subject.as_ref().is_some_and(|s| s.device_id == l.agent.device_id))
+            .map(|a| a.start_time.unwrap_or_default().seconds)
+            .collect();
+        let expected = match (i == LIVE_AGENTS, i % 4 == 0) {
+            (true, _) => 7,
+            (false, true) => 1,
+            (false, false) => 0,
+        };
+        assert_eq!(starts.len(), expected, "{name}: HEAT alarms of logger {i}");
+        if i == LIVE_AGENTS {
+            // The offline week's alarms carry reading times from that week (its last reading
+            // was taken a day before now), not the time its logger came back.
+            assert!(
+                starts.iter().all(|s| *s < back - 86_400),
+                "{name}: the offline week's HEAT alarms start at {starts:?}; its logger came back at {back}"
+            );
+        }
+    }
+    drop(cable);
+    for s in servers.iter_mut() {
+        if let Some(mut p) = s.take() {
+            p.proc.kill();
+        }
+    }
+    broker.kill();
+    srv.stop().await;
+}
