@@ -173,3 +173,82 @@ async fn a_mixed_history_gives_the_same_alerts_shuffled_on_every_engine() {
         assert_eq!(in_order, twice);
     }
 }
+
+/// Readings committed by a server that died before evaluating them (here: written through the
+/// store alone, as the ingest transaction writes them) are still evaluated: the readings' own
+/// transaction leaves a mark that the periodic sweep picks up. The gap they fill was only a gap
+/// in arrival, so the alerts seen from it are withdrawn and one excursion stands from the first
+/// warm reading.
+#[tokio::test]
+async fn readings_committed_before_a_crash_are_evaluated_by_the_sweep() {
+    for db in TestDb::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = TestServer::start_reachable(db, dir.path()).await;
+        let w = world(&srv).await;
+        let (dev, key) = register_logger(&srv, &w.tok, &w.c, &w.cu, 60).await;
+        let t0 = Utc::now() - Duration::hours(3);
+        let at = |i: i64| t0 + Duration::minutes(i);
+        // 9 °C throughout; seqs 11..=39 arrive only "during the crash".
+        let early: Vec<_> = (1..=10).map(|i| (i as u64, at(i), 9.0)).collect();
+        let late: Vec<_> = (40..=50).map(|i| (i as u64, at(i), 9.0)).collect();
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &early).await;
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &late).await;
+        let mut alerts = AlertServiceClient::new(srv.channel().await);
+        let mut standing = async || {
+            let all = alerts
+                .list_alerts(authed(&w.tok, pb::ListAlertsRequest { page_size: 1000, ..Default::default() }))
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts;
+            let superseded = pb::AlertResolution::Superseded as i32;
+            let mut v: Vec<(i32, i64)> = all
+                .iter()
+                .filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded))
+                .map(|a| (a.kind, a.start_time.unwrap().seconds))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let excursion = pb::AlertKind::Excursion as i32;
+        let seen = standing().await;
+        assert!(
+            seen.contains(&(excursion, at(40).timestamp())),
+            "{}: the gap split the excursion before the fill: {seen:?}",
+            srv.db.name()
+        );
+
+        // The crash: the fill is committed, its evaluation never runs.
+        let device = srv.app.store().get_device(&dev).await.unwrap().unwrap().0;
+        let fill: Vec<_> = (11..=39)
+            .map(|i| vaxtrace_server::domain::telemetry::StoredReading {
+                seq: i,
+                probe: 0,
+                storage_unit_id: w.cu.clone(),
+                time: at(i),
+                temp_c: Some(9.0),
+                power_on: None,
+                battery_pct: None,
+                door_open: None,
+                sensor_fault: false,
+                verified: true,
+            })
+            .collect();
+        let stored = srv.app.store().store_readings(&dev, device.key_version, &fill, &[], Utc::now()).await.unwrap();
+        assert_eq!(stored.map(|(acked, _)| acked), Some(50), "{}", srv.db.name());
+        assert_eq!(standing().await, seen, "{}: nothing evaluated the fill yet", srv.db.name());
+
+        // The sweep after the restart.
+        let n = srv.app.evaluate_unevaluated(Utc::now() + Duration::seconds(1)).await.unwrap();
+        assert_eq!(n, 1, "{}", srv.db.name());
+        assert_eq!(
+            standing().await,
+            vec![(excursion, at(1).timestamp())],
+            "{}: one excursion from the first warm reading",
+            srv.db.name()
+        );
+        // Nothing left to evaluate.
+        assert_eq!(srv.app.evaluate_unevaluated(Utc::now() + Duration::seconds(1)).await.unwrap(), 0);
+        srv.stop().await;
+    }
+}

@@ -182,11 +182,45 @@ impl App {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                // First the readings an evaluation missed, so a silence they end is no silence.
+                let stale = Utc::now() - chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+                if let Err(e) = app.evaluate_unevaluated(stale).await {
+                    tracing::warn!(error = %e, "evaluating missed readings failed");
+                }
                 if let Err(e) = app.sweep_no_data(Utc::now()).await {
                     tracing::warn!(error = %e, "no-data sweep failed");
                 }
             }
         })
+    }
+
+    /// Evaluates the devices whose readings were committed before `before` but never evaluated
+    /// (the process was killed between the commit and the evaluation, or the evaluation failed);
+    /// returns how many devices were evaluated.
+    pub async fn evaluate_unevaluated(&self, before: DateTime<Utc>) -> Result<usize> {
+        let mut n = 0;
+        loop {
+            let ids = self.store.stale_unevaluated(before, 200).await?;
+            if ids.is_empty() {
+                return Ok(n);
+            }
+            let mut items: Vec<DeviceProbes> = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some((device, _, _)) = self.store.get_device(id).await? {
+                    // The mark supplies where each probe resumes; "now" only names the probes.
+                    let probes = device.probes.iter().map(|p| (p.clone(), Utc::now())).collect();
+                    items.push((device, probes));
+                }
+            }
+            self.evaluate_devices(&items).await?;
+            n += items.len();
+            // A mark that could not be cleared (a probe keeps failing, a device gone) would come
+            // back at once: stop and let the next sweep try again.
+            let again = self.store.unevaluated_marks(&ids).await?;
+            if !again.is_empty() {
+                return Ok(n);
+            }
+        }
     }
 
     /// Quarantines every lot with available vials in the unit under a heat or freeze alarm, one
@@ -262,6 +296,33 @@ impl App {
         }
         // Across replicas too: the state read, the evaluation and the state write happen under it.
         let _db_guard = self.store.lock_devices_evaluation(&ids).await?;
+        // Readings committed without being evaluated (a process killed in between, a failed
+        // evaluation) left a mark on their device: every probe of it is evaluated from there, which
+        // replays the probe when those readings are older than what it had evaluated.
+        let marks = self.store.unevaluated_marks(&ids).await?;
+        let marked: Vec<DeviceProbes>;
+        let items: &[DeviceProbes] = if marks.is_empty() {
+            items
+        } else {
+            marked = items
+                .iter()
+                .map(|(device, probes)| match marks.get(&device.id) {
+                    Some((from, _)) => {
+                        let all = device
+                            .probes
+                            .iter()
+                            .map(|p| {
+                                let new = probes.iter().filter(|(q, _)| q.index == p.index).map(|(_, t)| *t).min();
+                                (p.clone(), new.map_or(*from, |t| t.min(*from)))
+                            })
+                            .collect();
+                        (device.clone(), all)
+                    }
+                    None => (device.clone(), probes.clone()),
+                })
+                .collect();
+            &marked
+        };
         let mut unit_ids: Vec<String> =
             items.iter().flat_map(|(_, ps)| ps.iter().map(|(p, _)| p.storage_unit_id.clone())).collect();
         unit_ids.sort_unstable();
@@ -302,6 +363,7 @@ impl App {
         let mut readings = self.store.probes_readings(&asks).await?;
         let mut written = 0;
         let mut saves = Vec::with_capacity(plans.len());
+        let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
         for (device, probe, state, after, key) in plans {
             let Some(unit) = units.get(&probe.storage_unit_id) else {
                 tracing::error!(device = %device.id, unit = %probe.storage_unit_id, "probe unit vanished");
@@ -314,11 +376,21 @@ impl App {
                     saves.push((device.id.clone(), probe.index, state.to_bytes().to_vec(), last));
                 }
                 Err(e) => {
+                    failed.insert(device.id.clone());
                     tracing::error!(device = %device.id, probe = probe.index, error = %e, "alarm evaluation failed");
                 }
             }
         }
         self.store.save_alarm_states(&saves).await?;
+        // A mark stays when a probe failed (the sweep retries) or a commit moved it meanwhile.
+        let done: Vec<(String, i64)> = marks
+            .into_iter()
+            .filter(|(id, _)| !failed.contains(id))
+            .map(|(id, (_, generation))| (id, generation))
+            .collect();
+        if !done.is_empty() {
+            self.store.clear_unevaluated_marks(&done).await?;
+        }
         Ok(written)
     }
 

@@ -547,7 +547,7 @@ pub trait TelemetryStore: Send + Sync {
     ) -> Result<Option<(i64, std::collections::HashSet<i64>)>>;
     /// Holds the device's evaluation lock until the returned guard is dropped: replicas evaluating
     /// the same device's alarms take turns (PostgreSQL: a transaction-scoped advisory lock, so it
-    /// is released even if the holder fails; SQLite: one process, nothing to do).
+    /// is released even if the holder fails; SQLite: an exclusive lock on a file beside the database).
     async fn lock_device_evaluation(&self, device_id: &str) -> Result<Box<dyn std::any::Any + Send>>;
     /// A probe's alarm state bytes and the reading time they have reached.
     async fn alarm_state(
@@ -612,6 +612,17 @@ pub trait TelemetryStore: Send + Sync {
         &self,
         probes: &[(ProbeKey, Option<chrono::DateTime<chrono::Utc>>)],
     ) -> Result<std::collections::HashMap<ProbeKey, Vec<crate::domain::telemetry::StoredReading>>>;
+    /// The unevaluated marks of these devices (migration 0015): the earliest reading committed
+    /// but maybe not yet evaluated, and the mark's generation; devices without one are absent.
+    async fn unevaluated_marks(
+        &self,
+        device_ids: &[String],
+    ) -> Result<std::collections::HashMap<String, (chrono::DateTime<chrono::Utc>, i64)>>;
+    /// Clears each (device, generation) mark unless a commit has moved its generation since.
+    async fn clear_unevaluated_marks(&self, marks: &[(String, i64)]) -> Result<()>;
+    /// Devices whose mark was last moved before `before` (an evaluation that never ran), oldest
+    /// first.
+    async fn stale_unevaluated(&self, before: chrono::DateTime<chrono::Utc>, limit: i64) -> Result<Vec<String>>;
     /// (count, lowest seq, highest seq) of a device's stored readings.
     async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)>;
 }

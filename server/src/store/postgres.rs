@@ -20,6 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../migrations/postgres/0012_alert_probe_index.sql")),
     (13, include_str!("../../migrations/postgres/0013_unit_alarm_overrides.sql")),
     (14, include_str!("../../migrations/postgres/0014_web_sessions.sql")),
+    (15, include_str!("../../migrations/postgres/0015_unevaluated_readings.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].

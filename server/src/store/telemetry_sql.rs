@@ -553,10 +553,21 @@ macro_rules! sql_telemetry_store {
                 .fetch_all(&mut *tx)
                 .await?;
                 let acked = tm::advance_ack(last, &above);
-                sqlx::query("UPDATE devices SET last_seq = $1, last_seen_at = $2 WHERE id = $3")
+                // The unevaluated mark (migration 0015) moves in the readings' transaction.
+                let earliest = fresh.iter().filter(|r| inserted.contains(&r.seq)).map(|r| r.time).min();
+                let sql = format!(
+                    "UPDATE devices SET last_seq = $1, last_seen_at = $2, \
+                     unevaluated_from = CASE WHEN $4 THEN {least}(COALESCE(unevaluated_from, $5), $5) ELSE unevaluated_from END, \
+                     unevaluated_gen = unevaluated_gen + CASE WHEN $4 THEN 1 ELSE 0 END, \
+                     unevaluated_at = CASE WHEN $4 THEN $2 ELSE unevaluated_at END WHERE id = $3",
+                    least = <$Store>::LEAST
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(acked)
                     .bind(now)
                     .bind(device_id)
+                    .bind(earliest.is_some())
+                    .bind(earliest.unwrap_or(now))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -657,6 +668,8 @@ macro_rules! sql_telemetry_store {
                     .collect();
                 let mut inserted: HashMap<String, HashSet<i64>> = HashMap::new();
                 let mut new_rows: Vec<&tm::StoredReading> = Vec::new();
+                // Per device, the earliest new reading: its unevaluated mark (migration 0015).
+                let mut earliest: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
                 for chunk in rows.chunks(READING_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new(
                         "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
@@ -685,6 +698,8 @@ macro_rules! sql_telemetry_store {
                         if in_chunk.contains(&(device_id.to_string(), r.seq)) {
                             inserted.entry(device_id.to_string()).or_default().insert(r.seq);
                             new_rows.push(r);
+                            let e = earliest.entry(device_id.to_string()).or_insert(r.time);
+                            *e = (*e).min(r.time);
                         }
                     }
                 }
@@ -727,7 +742,28 @@ macro_rules! sql_telemetry_store {
                     for (id, acked) in chunk {
                         q.push(" WHEN ").push_bind(id.to_string()).push(" THEN ").push_bind(*acked);
                     }
-                    q.push(" ELSE last_seq END, last_seen_at = ").push_bind(now).push(" WHERE id IN (");
+                    q.push(" ELSE last_seq END, last_seen_at = ").push_bind(now);
+                    let marked: Vec<(&str, chrono::DateTime<chrono::Utc>)> =
+                        chunk.iter().filter_map(|(id, _)| earliest.get(*id).map(|t| (*id, *t))).collect();
+                    if !marked.is_empty() {
+                        q.push(", unevaluated_from = CASE id");
+                        for (id, t) in &marked {
+                            q.push(" WHEN ").push_bind(id.to_string()).push(" THEN ").push(<$Store>::LEAST);
+                            q.push("(COALESCE(unevaluated_from, ").push_bind(*t).push("), ").push_bind(*t).push(")");
+                        }
+                        q.push(" ELSE unevaluated_from END, unevaluated_gen = unevaluated_gen + CASE WHEN id IN (");
+                        let mut list = q.separated(", ");
+                        for (id, _) in &marked {
+                            list.push_bind(id.to_string());
+                        }
+                        q.push(") THEN 1 ELSE 0 END, unevaluated_at = CASE WHEN id IN (");
+                        let mut list = q.separated(", ");
+                        for (id, _) in &marked {
+                            list.push_bind(id.to_string());
+                        }
+                        q.push(") THEN ").push_bind(now).push(" ELSE unevaluated_at END");
+                    }
+                    q.push(" WHERE id IN (");
                     let mut list = q.separated(", ");
                     for (id, _) in chunk {
                         list.push_bind(id.to_string());
@@ -913,6 +949,51 @@ macro_rules! sql_telemetry_store {
                 }
                 let rows = q.fetch_all(&self.pool).await?;
                 rows.iter().map(stored_reading).collect()
+            }
+
+            async fn unevaluated_marks(
+                &self,
+                device_ids: &[String],
+            ) -> Result<std::collections::HashMap<String, (chrono::DateTime<chrono::Utc>, i64)>> {
+                let mut out = std::collections::HashMap::new();
+                for chunk in device_ids.chunks(1000) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "SELECT id, unevaluated_from, unevaluated_gen FROM devices WHERE unevaluated_from IS NOT NULL AND id IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for id in chunk {
+                        list.push_bind(id.clone());
+                    }
+                    list.push_unseparated(")");
+                    for r in q.build().fetch_all(&self.pool).await? {
+                        out.insert(r.try_get("id")?, (r.try_get("unevaluated_from")?, r.try_get("unevaluated_gen")?));
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn clear_unevaluated_marks(&self, marks: &[(String, i64)]) -> Result<()> {
+                for chunk in marks.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE devices SET unevaluated_from = NULL WHERE ");
+                    for (i, (id, generation)) in chunk.iter().enumerate() {
+                        q.push(if i == 0 { "(id = " } else { " OR (id = " });
+                        q.push_bind(id.clone()).push(" AND unevaluated_gen = ").push_bind(*generation).push(")");
+                    }
+                    let mut tx = self.begin_write().await?;
+                    q.build().execute(&mut *tx).await?;
+                    tx.commit().await?;
+                }
+                Ok(())
+            }
+
+            async fn stale_unevaluated(&self, before: chrono::DateTime<chrono::Utc>, limit: i64) -> Result<Vec<String>> {
+                Ok(sqlx::query_scalar(
+                    "SELECT id FROM devices WHERE unevaluated_from IS NOT NULL AND unevaluated_at < $1 ORDER BY unevaluated_at LIMIT $2",
+                )
+                .bind(before)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn count_readings(&self, device_id: &str) -> Result<(i64, i64, i64)> {
