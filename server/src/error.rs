@@ -73,6 +73,13 @@ pub enum Error {
         /// Human-readable explanation.
         message: String,
     },
+    /// A bound on what requests may take was reached (see `crate::limits`); retry later.
+    ResourceExhausted {
+        /// Reason code, for example `TOO_MANY_STREAMS`.
+        reason: &'static str,
+        /// Human-readable explanation.
+        message: String,
+    },
     /// No valid credentials.
     Unauthenticated,
     /// The caller's role or scope forbids this; never says whether the object exists.
@@ -109,6 +116,11 @@ impl Error {
         Error::AlreadyExists { reason, message: message.into() }
     }
 
+    /// A bound reached.
+    pub fn exhausted(reason: &'static str, message: impl Into<String>) -> Self {
+        Error::ResourceExhausted { reason, message: message.into() }
+    }
+
     /// A violated precondition.
     pub fn precondition(reason: &'static str, message: impl Into<String>) -> Self {
         Error::FailedPrecondition { reason, message: message.into() }
@@ -122,7 +134,8 @@ impl fmt::Display for Error {
             Error::InvalidPageToken => f.write_str("invalid page token"),
             Error::NotFound { message, .. }
             | Error::AlreadyExists { message, .. }
-            | Error::FailedPrecondition { message, .. } => f.write_str(message),
+            | Error::FailedPrecondition { message, .. }
+            | Error::ResourceExhausted { message, .. } => f.write_str(message),
             Error::Unauthenticated => f.write_str("unauthenticated"),
             Error::PermissionDenied => f.write_str("permission denied"),
             Error::Unavailable(m) => write!(f, "unavailable: {m}"),

@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod notify;
 pub mod onboard;
@@ -90,8 +91,11 @@ async fn router(app: App, tls: bool) -> std::io::Result<axum::Router> {
         .map_err(std::io::Error::other)?;
     let grpc = grpc::services(&app).add_service(health_service).add_service(reflection);
     let count = metrics.clone();
+    let calls = limits::CallLimit::new(app.limits());
     let router = grpc
         .into_axum_router()
+        // Inside the counting layer, so refused calls are counted as failed calls.
+        .layer(axum::middleware::from_fn(move |req, next| calls.clone().run(req, next)))
         .layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| {
             let count = count.clone();
             async move {

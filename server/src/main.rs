@@ -47,6 +47,16 @@ struct Cli {
     /// it webhooks must be https.
     #[arg(long, env = "VAXTRACE_WEBHOOK_ALLOW_HTTP", global = true)]
     webhook_allow_http: bool,
+    /// gRPC calls in progress at once (a stream counts until it ends); more are refused with
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VAXTRACE_MAX_CONCURRENT_CALLS", default_value_t = 1024, global = true, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_concurrent_calls: u32,
+    /// Open WatchAlerts streams per token; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VAXTRACE_MAX_WATCH_STREAMS_PER_TOKEN", default_value_t = 8, global = true, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_watch_streams_per_token: u32,
+    /// Open WatchAlerts streams across the server; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "VAXTRACE_MAX_WATCH_STREAMS", default_value_t = 512, global = true, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_watch_streams: u32,
     /// Log filter in `tracing` syntax, for example `info` or `vaxtrace_server=debug,sqlx=warn`.
     #[arg(long, env = "VAXTRACE_LOG", default_value = "info,sqlx=warn,rumqttd=warn", global = true)]
     log: String,
@@ -225,7 +235,12 @@ async fn main() -> anyhow::Result<()> {
             let app = vaxtrace_server::open(&database_url)
                 .await
                 .context("cannot open the database")?
-                .with_webhook_settings(webhook_settings(cli.webhook_allow_http));
+                .with_webhook_settings(webhook_settings(cli.webhook_allow_http))
+                .with_limits(vaxtrace_server::limits::Limits {
+                    max_concurrent_calls: cli.max_concurrent_calls as usize,
+                    max_watch_streams_per_token: cli.max_watch_streams_per_token as usize,
+                    max_watch_streams: cli.max_watch_streams as usize,
+                });
             if let Some(t) = app.bootstrap_admin().await? {
                 // Printed to stdout, never logged: the only time this secret is shown.
                 println!(

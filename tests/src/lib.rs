@@ -84,7 +84,13 @@ impl TestServer {
     /// Starts a server on 127.0.0.1:0 with a fresh database.
     pub async fn start(db: TestDb) -> TestServer {
         let url = db.url().await;
-        Self::start_inner(db, url, None).await
+        Self::start_inner(db, url, None, None).await
+    }
+
+    /// Starts a server as [`TestServer::start`] does, with these bounds on concurrent calls and streams.
+    pub async fn start_with_limits(db: TestDb, limits: vaxtrace_server::limits::Limits) -> TestServer {
+        let url = db.url().await;
+        Self::start_inner(db, url, None, Some(limits)).await
     }
 
     /// Starts a server on a database the test can also reach with its own connection (a SQLite
@@ -94,20 +100,21 @@ impl TestServer {
             TestDb::Sqlite => format!("sqlite://{}", dir.join("vaxtrace.db").display()),
             TestDb::Postgres(_) => db.url().await,
         };
-        Self::start_inner(db, url, None).await
+        Self::start_inner(db, url, None, None).await
     }
 
     /// Starts a server as [`TestServer::start`] does, with these webhook settings (plain http
     /// allowed, short back-off) and the delivery worker running.
     pub async fn start_with_webhooks(db: TestDb, webhooks: vaxtrace_server::app::WebhookSettings) -> TestServer {
         let url = db.url().await;
-        Self::start_inner(db, url, Some(webhooks)).await
+        Self::start_inner(db, url, Some(webhooks), None).await
     }
 
     async fn start_inner(
         db: TestDb,
         url: String,
         webhooks: Option<vaxtrace_server::app::WebhookSettings>,
+        limits: Option<vaxtrace_server::limits::Limits>,
     ) -> TestServer {
         // Server logs show up under a failing test (libtest captures them otherwise).
         let _ = tracing_subscriber::fmt()
@@ -115,6 +122,9 @@ impl TestServer {
             .with_env_filter(std::env::var("VAXTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .try_init();
         let mut app = vaxtrace_server::open(&url).await.expect("open test database");
+        if let Some(limits) = limits {
+            app = app.with_limits(limits);
+        }
         if let Some(settings) = webhooks {
             app = app.with_webhook_settings(settings);
             app.spawn_webhooks();

@@ -203,12 +203,15 @@ impl App {
             ));
         }
         let mut cursor = if after == 0 { hi } else { after };
+        // Held by the task below, so the place frees when the stream ends or its client leaves.
+        let slot = self.streams.open(&caller.token_id, &self.limits)?;
         let (tx, rx) = mpsc::channel(256);
         let app = self.clone();
         let scope = caller.scope_path.clone();
         let mut wake = self.events.subscribe();
         let mut closing = self.closing.subscribe();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 if *closing.borrow_and_update() {
                     return;

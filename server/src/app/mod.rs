@@ -42,6 +42,10 @@ pub struct App {
     webhooks: Arc<WebhookSettings>,
     /// Devices with their keys, for ingest (see [`telemetry::DEVICE_CACHE_TTL`]).
     devices: Arc<telemetry::DeviceCache>,
+    /// Bounds on concurrent calls and streams.
+    limits: Arc<crate::limits::Limits>,
+    /// Open WatchAlerts streams, per token and in total.
+    streams: Arc<crate::limits::StreamCounter>,
 }
 
 /// How long a token read from the database is trusted without reading it again: the bound on
@@ -113,7 +117,20 @@ impl App {
             tokens: Arc::default(),
             webhooks: Arc::default(),
             devices: Arc::default(),
+            limits: Arc::default(),
+            streams: Arc::default(),
         }
+    }
+
+    /// Sets the bounds on concurrent calls and streams (before the server starts).
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The bounds on concurrent calls and streams.
+    pub fn limits(&self) -> &crate::limits::Limits {
+        &self.limits
     }
 
     /// Ends every open stream (WatchAlerts): called when shutdown begins, since graceful

@@ -1133,6 +1133,19 @@ impl App {
             .ok_or_else(|| Error::Internal("reversal not written".into()))
     }
 
+    /// A facility or storage unit a listing is filtered by must lie in scope: naming one outside
+    /// answers PERMISSION_DENIED, as every other call does, rather than an empty page.
+    async fn check_filter_targets(&self, caller: &Caller, facility: Option<&str>, unit: Option<&str>) -> Result<()> {
+        if let Some(f) = facility {
+            self.facility_for(caller, Action::ReadStock, f, "facility_id").await?;
+        }
+        if let Some(u) = unit {
+            let id = validate::id("storage_unit_id", u)?;
+            self.visible_unit(caller, &id).await?;
+        }
+        Ok(())
+    }
+
     /// Lists balances in scope.
     pub async fn list_balances(
         &self,
@@ -1146,6 +1159,7 @@ impl App {
         if let Some(a) = validate::optional_id("ancestor_id", ancestor_id)? {
             f.ancestor_path = Some(self.facility_for(caller, Action::ReadStock, &a, "ancestor_id").await?.path);
         }
+        self.check_filter_targets(caller, f.facility_id.as_deref(), f.storage_unit_id.as_deref()).await?;
         let page = PageRequest::parse(page_size, page_token, &f)?;
         self.store.list_stock(&caller.scope_path, &f, &page).await
     }
@@ -1163,6 +1177,7 @@ impl App {
         if let Some(a) = validate::optional_id("ancestor_id", ancestor_id)? {
             f.ancestor_path = Some(self.facility_for(caller, Action::ReadStock, &a, "ancestor_id").await?.path);
         }
+        self.check_filter_targets(caller, f.facility_id.as_deref(), f.storage_unit_id.as_deref()).await?;
         if f.kinds.iter().any(|k| EntryKind::from_i32(*k).is_none()) {
             return Err(Error::invalid("kinds", "unknown ledger entry kind"));
         }

@@ -241,6 +241,9 @@ impl App {
             Some(a) => Some(self.visible_facility(caller, a, reason::NOT_FOUND).await?.path),
             None => None,
         };
+        if let Some(f) = &facility_id {
+            self.visible_facility(caller, f, reason::NOT_FOUND).await?;
+        }
         if let Some(u) = &storage_unit_id {
             self.visible_unit(caller, u).await?;
         }

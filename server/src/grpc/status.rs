@@ -39,6 +39,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { reason, message } => {
                 with_info(Code::FailedPrecondition, message, reason, none())
             }
+            Error::ResourceExhausted { reason, message } => with_info(Code::ResourceExhausted, message, reason, none()),
             Error::Unauthenticated => with_info(
                 Code::Unauthenticated,
                 "a valid bearer token is required (authorization: Bearer vxt_…)".into(),

@@ -29,6 +29,8 @@ pub fn router(app: App, metrics: Metrics, tls: bool) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/api/v1/epcis", get(api::epcis))
         .merge(ui::routes())
+        // Forms are small; a bigger body is refused with 413 before any handler reads it.
+        .layer(axum::extract::DefaultBodyLimit::max(crate::limits::MAX_FORM_BYTES))
         .with_state(WebState { app, metrics, tls })
 }
 
