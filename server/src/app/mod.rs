@@ -149,9 +149,36 @@ impl App {
         self.closing.subscribe()
     }
 
-    /// Passes a store result through, remembering a final refusal under the request's key: a
-    /// retried request_id then gets the same refusal instead of running against changed stock.
-    pub(crate) async fn remember<T>(&self, idem: Option<&Idempotency>, r: Result<T>) -> Result<T> {
+    /// Passes a result through, remembering a final refusal under the request's key: a retried
+    /// request_id then gets the same refusal instead of running against changed stock. A refusal
+    /// met before the store was reached (a check against stock read outside the transaction)
+    /// gives way to a result the key already holds, so a retry of a request that succeeded, or
+    /// a twin of one in flight, answers as the first call did.
+    pub(crate) async fn remember<T: serde::de::DeserializeOwned>(
+        &self,
+        idem: Option<&Idempotency>,
+        r: Result<T>,
+    ) -> Result<T> {
+        let (Err(e), Some(k)) = (&r, idem) else { return r };
+        match self.store.record_refusal(k, e).await {
+            Ok(Some(first)) => match serde_json::from_str(&first) {
+                Ok(v) => Ok(v),
+                Err(bad) => {
+                    tracing::warn!(error = %bad, "could not read the result recorded under a request_id");
+                    r
+                }
+            },
+            Ok(None) => r,
+            Err(rec) => {
+                tracing::warn!(error = %rec, "could not record a refused request");
+                r
+            }
+        }
+    }
+
+    /// As [`App::remember`] for an answer that is never replayed (it carries a secret shown once):
+    /// only the refusal is recorded.
+    pub(crate) async fn remember_refusal<T>(&self, idem: Option<&Idempotency>, r: Result<T>) -> Result<T> {
         if let (Err(e), Some(k)) = (&r, idem)
             && let Err(rec) = self.store.record_refusal(k, e).await
         {

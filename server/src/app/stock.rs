@@ -87,7 +87,7 @@ pub struct CountLine {
 }
 
 /// The outcome of a physical count for one (unit, lot).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CountResult {
     /// Unit.
     pub storage_unit_id: String,
@@ -404,6 +404,9 @@ impl App {
         if lines.is_empty() || lines.len() > 500 {
             return Err(Error::invalid("lines", "must hold 1..500 lines"));
         }
+        let reference = validate::optional_text("reference", reference, 64)?;
+        let idem =
+            Idempotency::from_request(caller, "CreateShipment", request_id, &(&from.id, &to.id, &lines, &reference))?;
         let mut out = Vec::new();
         for (i, l) in lines.iter().enumerate() {
             let vials = positive(&format!("lines[{i}].vials"), l.vials)?;
@@ -427,10 +430,13 @@ impl App {
                     }
                 }
                 if left > 0 {
-                    return Err(Error::precondition(
+                    // Stock read outside the write: a retry of a create that succeeded may see
+                    // less of it, and must still get the shipment it created.
+                    let short = Error::precondition(
                         st::INSUFFICIENT_STOCK,
                         format!("lines[{i}]: {} has {} available vials of the lot", from.name, vials - left),
-                    ));
+                    );
+                    return self.remember(idem.as_ref(), Err(short)).await;
                 }
             } else {
                 let (u, f) = self
@@ -456,7 +462,7 @@ impl App {
             to_facility_id: to.id,
             state: ShipmentState::Draft,
             lines: out,
-            reference: validate::optional_text("reference", reference, 64)?,
+            reference,
             comment: validate::optional_text("comment", comment, 1000)?,
             expected_arrival,
             created_at: now(),
@@ -469,12 +475,6 @@ impl App {
             cancelled_by: String::new(),
             cancel_comment: String::new(),
         };
-        let idem = Idempotency::from_request(
-            caller,
-            "CreateShipment",
-            request_id,
-            &(&s.from_facility_id, &s.to_facility_id, &lines, &s.reference),
-        )?;
         self.remember(idem.as_ref(), self.store.insert_shipment(idem.as_ref(), &s).await).await
     }
 
@@ -955,28 +955,34 @@ impl App {
         op.vvm = marks;
         let idem =
             Idempotency::from_request(caller, "RecordPhysicalCount", request_id, &(&f.id, &lines, complete_units))?;
-        let entries = self.remember(idem.as_ref(), self.store.post(idem.as_ref(), &op).await).await?;
-        let results = targets
-            .into_iter()
-            .map(|(unit, info, counted, _)| {
-                let correction = entries
-                    .iter()
-                    .find(|e| {
-                        e.draft.storage_unit_id.as_deref() == Some(unit.as_str()) && e.draft.lot_id == info.lot_id
-                    })
-                    .cloned();
-                let expected = correction.as_ref().map_or(counted, |c| c.balance_after_vials - c.draft.quantity_vials);
-                CountResult {
-                    storage_unit_id: unit,
-                    lot_id: info.lot_id,
-                    expected_vials: expected,
-                    counted_vials: counted,
-                    correction,
-                }
-            })
-            .collect();
-        let count_id = entries.first().and_then(|e| e.draft.physical_count_id.clone()).unwrap_or(count_id);
-        Ok((count_id, results))
+        // The answer is recorded whole under the request_id: rebuilt on a retry, a count that
+        // corrected nothing would get a new id, and the lots of a complete unit would be those
+        // of the stock at the time of the retry.
+        let answer = |entries: &[LedgerEntry]| -> Result<serde_json::Value> {
+            let results: Vec<CountResult> = targets
+                .iter()
+                .map(|(unit, info, counted, _)| {
+                    let correction = entries
+                        .iter()
+                        .find(|e| {
+                            e.draft.storage_unit_id.as_deref() == Some(unit.as_str()) && e.draft.lot_id == info.lot_id
+                        })
+                        .cloned();
+                    let expected =
+                        correction.as_ref().map_or(*counted, |c| c.balance_after_vials - c.draft.quantity_vials);
+                    CountResult {
+                        storage_unit_id: unit.clone(),
+                        lot_id: info.lot_id.clone(),
+                        expected_vials: expected,
+                        counted_vials: *counted,
+                        correction,
+                    }
+                })
+                .collect();
+            Ok(serde_json::to_value((&count_id, results))?)
+        };
+        let answered = self.store.post_answering(idem.as_ref(), &op, &answer).await;
+        Ok(serde_json::from_value(self.remember(idem.as_ref(), answered).await?)?)
     }
 
     /// Records a session's use of vials, with the WHO multi-dose vial policy for opened vials.

@@ -96,7 +96,7 @@ impl App {
             consecutive_failures: 0,
         };
         let r = self.store.insert_webhook(idem.as_ref(), &w, &scope_path, &secret).await;
-        let (webhook, secret) = self.remember(idem.as_ref(), r).await?;
+        let (webhook, secret) = self.remember_refusal(idem.as_ref(), r).await?;
         Ok(CreatedWebhook { webhook, secret: secret.unwrap_or_else(|| Secret::stored(String::new())) })
     }
 

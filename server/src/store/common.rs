@@ -139,6 +139,8 @@ macro_rules! sql_store_common {
         /// Claims the key first thing in the transaction. On PostgreSQL a concurrent claim of the same
         /// key blocks on the primary key until the first transaction ends, so an in-flight original
         /// is waited for, never run twice; SQLite's IMMEDIATE transactions serialize writers anyway.
+        /// A fresh claim sets a savepoint, so [`idem_settle`] can undo the work of a refused
+        /// request and still keep the key.
         async fn idem_claim<T: serde::de::DeserializeOwned>(
             tx: &mut Tx<'_>,
             idem: Option<&d::Idempotency>,
@@ -157,6 +159,7 @@ macro_rules! sql_store_common {
             .await?
             .rows_affected();
             if inserted == 1 {
+                sqlx::query("SAVEPOINT idem_claimed").execute(&mut **tx).await?;
                 return Ok(Claim::Fresh);
             }
             let row = sqlx::query(
@@ -199,6 +202,36 @@ macro_rules! sql_store_common {
                     .await?;
             }
             Ok(())
+        }
+
+        /// Ends a write transaction that began with [`idem_claim`] and did its work with result `r`.
+        /// Success: the result is recorded under the key and committed. A refusal (a final answer,
+        /// such as INSUFFICIENT_STOCK): the work is undone but the key is kept, holding the
+        /// refusal, and committed, so a twin request waiting on the key, or any later retry, gets
+        /// this same refusal; were the key released with the work, the twin would run afresh
+        /// against stock changed meanwhile and could succeed where the first call was refused.
+        /// Any other error rolls everything back, key included, so a retry runs again.
+        async fn idem_settle<T: serde::Serialize>(mut tx: Tx<'_>, idem: Option<&d::Idempotency>, r: Result<T>) -> Result<T> {
+            match r {
+                Ok(v) => {
+                    idem_finish(&mut tx, idem, &v).await?;
+                    tx.commit().await?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    if let (Some(k), Some(refused)) = (idem, e.to_record()) {
+                        sqlx::query("ROLLBACK TO SAVEPOINT idem_claimed").execute(&mut *tx).await?;
+                        sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE token_id = $2 AND request_id = $3")
+                            .bind(serde_json::to_string(&RefusalEnvelope { refused })?)
+                            .bind(&k.token_id)
+                            .bind(&k.request_id)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                    }
+                    Err(e)
+                }
+            }
         }
 
         async fn fetch_facility(tx: &mut Tx<'_>, id: &str) -> Result<Option<Facility>> {
@@ -276,10 +309,13 @@ macro_rules! sql_store_common {
                 Ok(())
             }
 
-            async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<()> {
-                let Some(record) = e.to_record() else { return Ok(()) };
+            async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<Option<String>> {
+                let Some(record) = e.to_record() else { return Ok(None) };
                 let response = serde_json::to_string(&RefusalEnvelope { refused: record })?;
-                sqlx::query(
+                // A write transaction: on PostgreSQL the insert waits for a twin still holding the
+                // key; on SQLite it queues with the other writers instead of meeting SQLITE_BUSY.
+                let mut tx = self.begin_write().await?;
+                let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
@@ -289,9 +325,27 @@ macro_rules! sql_store_common {
                 .bind(&idem.fingerprint)
                 .bind(response)
                 .bind(d::now())
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                let mut first = None;
+                if inserted == 0 {
+                    let row = sqlx::query(
+                        "SELECT method, fingerprint, response FROM idempotency_keys WHERE token_id = $1 AND request_id = $2",
+                    )
+                    .bind(&idem.token_id)
+                    .bind(&idem.request_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let (method, fingerprint, response): (String, String, String) =
+                        (row.try_get("method")?, row.try_get("fingerprint")?, row.try_get("response")?);
+                    let refused = serde_json::from_str::<RefusalEnvelope>(&response).is_ok();
+                    if method == idem.method && fingerprint == idem.fingerprint && !refused && !response.is_empty() {
+                        first = Some(response);
+                    }
+                }
+                tx.commit().await?;
+                Ok(first)
             }
 
             async fn count_tokens(&self) -> Result<i64> {

@@ -115,8 +115,10 @@ pub trait Store:
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
-    /// Remembers a final refusal under an idempotency key, so a retry gets the same answer.
-    async fn record_refusal(&self, idem: &Idempotency, e: &Error) -> Result<()>;
+    /// Remembers a final refusal under an idempotency key, so a retry gets the same answer; when
+    /// the key already holds a successful result (the same request succeeded first, or a twin
+    /// still in flight did), returns that result's JSON instead.
+    async fn record_refusal(&self, idem: &Idempotency, e: &Error) -> Result<Option<String>>;
     /// Number of tokens ever issued (0 on a fresh database).
     async fn count_tokens(&self) -> Result<i64>;
     /// Looks a token up by id.
@@ -223,6 +225,15 @@ pub trait StockStore: Send + Sync {
     async fn lot_info(&self, lot_id: &str) -> Result<Option<LotInfo>>;
     /// Writes an operation's entries atomically; balances change in the same transaction.
     async fn post(&self, idem: Option<&Idempotency>, op: &Operation) -> Result<Vec<LedgerEntry>>;
+    /// As [`StockStore::post`], for an RPC whose answer is more than the entries (what it says
+    /// about balances that did not change): `answer` makes it from the written entries in the
+    /// transaction, and it is what the key records, so a retry returns the same answer.
+    async fn post_answering(
+        &self,
+        idem: Option<&Idempotency>,
+        op: &Operation,
+        answer: &(dyn for<'e> Fn(&'e [LedgerEntry]) -> Result<serde_json::Value> + Send + Sync),
+    ) -> Result<serde_json::Value>;
     /// One entry with its facility's path.
     async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>>;
     /// The entries one operation wrote, in order.

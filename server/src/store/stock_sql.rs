@@ -332,10 +332,22 @@ macro_rules! sql_stock_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                let entries = post_in(&mut tx, op).await?;
-                idem_finish(&mut tx, idem, &entries).await?;
-                tx.commit().await?;
-                Ok(entries)
+                let r = post_in(&mut tx, op).await;
+                idem_settle(tx, idem, r).await
+            }
+
+            async fn post_answering(
+                &self,
+                idem: Option<&d::Idempotency>,
+                op: &Operation,
+                answer: &(dyn for<'e> Fn(&'e [LedgerEntry]) -> Result<serde_json::Value> + Send + Sync),
+            ) -> Result<serde_json::Value> {
+                let mut tx = self.begin_write().await?;
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
+                }
+                let r = post_in(&mut tx, op).await.and_then(|entries| answer(&entries));
+                idem_settle(tx, idem, r).await
             }
 
             async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>> {
@@ -446,10 +458,8 @@ macro_rules! sql_stock_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                write_shipment(&mut tx, s, true).await?;
-                idem_finish(&mut tx, idem, s).await?;
-                tx.commit().await?;
-                Ok(s.clone())
+                let r = write_shipment(&mut tx, s, true).await.map(|()| s.clone());
+                idem_settle(tx, idem, r).await
             }
 
             async fn get_shipment(&self, id: &str) -> Result<Option<st::Shipment>> {
@@ -470,24 +480,26 @@ macro_rules! sql_stock_store {
                     return Ok(v);
                 }
                 // The state is re-read under the lock: of two concurrent dispatches only one moves stock.
-                let sql = format!("SELECT state FROM shipments WHERE id = $1{}", <$Store>::LOCK);
-                let state: Option<i32> =
-                    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&s.id).fetch_optional(&mut *tx).await?;
-                match state {
-                    None => return Err(Error::not_found("SHIPMENT_NOT_FOUND", "shipment not found")),
-                    Some(v) if v != from.as_i32() => {
-                        return Err(Error::precondition(
-                            st::INVALID_STATE,
-                            format!("the shipment is {:?}, not {from:?}", st::ShipmentState::from_i32(v)),
-                        ));
+                let r: Result<st::Shipment> = async {
+                    let sql = format!("SELECT state FROM shipments WHERE id = $1{}", <$Store>::LOCK);
+                    let state: Option<i32> =
+                        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&s.id).fetch_optional(&mut *tx).await?;
+                    match state {
+                        None => return Err(Error::not_found("SHIPMENT_NOT_FOUND", "shipment not found")),
+                        Some(v) if v != from.as_i32() => {
+                            return Err(Error::precondition(
+                                st::INVALID_STATE,
+                                format!("the shipment is {:?}, not {from:?}", st::ShipmentState::from_i32(v)),
+                            ));
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
+                    post_in(&mut tx, op).await?;
+                    write_shipment(&mut tx, s, false).await?;
+                    Ok(s.clone())
                 }
-                post_in(&mut tx, op).await?;
-                write_shipment(&mut tx, s, false).await?;
-                idem_finish(&mut tx, idem, s).await?;
-                tx.commit().await?;
-                Ok(s.clone())
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_shipments(
@@ -532,113 +544,115 @@ macro_rules! sql_stock_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                let mut report = r.clone();
-                sqlx::query(
-                    "INSERT INTO session_reports (id, facility_id, storage_unit_id, session_date, comment, submitted_at, \
-                     submitted_by, ledger_entry_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, '')",
-                )
-                .bind(&r.id)
-                .bind(&r.facility_id)
-                .bind(&r.storage_unit_id)
-                .bind(r.session_date)
-                .bind(&r.comment)
-                .bind(r.submitted_at)
-                .bind(&r.submitted_by)
-                .execute(&mut *tx)
-                .await?;
-                let entries = post_in(&mut tx, op).await?;
-                report.ledger_entry_ids = entries.iter().map(|e| e.id.clone()).collect();
-                sqlx::query("UPDATE session_reports SET ledger_entry_ids = $1 WHERE id = $2")
-                    .bind(report.ledger_entry_ids.join(","))
+                let res: Result<st::SessionReport> = async {
+                    let mut report = r.clone();
+                    sqlx::query(
+                        "INSERT INTO session_reports (id, facility_id, storage_unit_id, session_date, comment, submitted_at, \
+                         submitted_by, ledger_entry_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, '')",
+                    )
                     .bind(&r.id)
+                    .bind(&r.facility_id)
+                    .bind(&r.storage_unit_id)
+                    .bind(r.session_date)
+                    .bind(&r.comment)
+                    .bind(r.submitted_at)
+                    .bind(&r.submitted_by)
                     .execute(&mut *tx)
                     .await?;
-                let kept_sql = format!(
-                    "SELECT opened_on, vials FROM kept_vials WHERE storage_unit_id = $1 AND lot_id = $2 AND opened_on >= $3 \
-                     AND opened_on <= $4 AND vials > 0 ORDER BY opened_on{}",
-                    <$Store>::LOCK
-                );
-                for (i, (line, product_id, dpv)) in r.lines.iter().enumerate() {
-                    let mut need = line.opened_vials_reused;
-                    if need > 0 {
-                        let rows = sqlx::query(sqlx::AssertSqlSafe(kept_sql.clone()))
-                            .bind(&line.storage_unit_id)
-                            .bind(&line.lot_id)
-                            .bind(reuse_from)
-                            .bind(r.session_date)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        for row in rows {
-                            let opened_on: chrono::NaiveDate = row.try_get("opened_on")?;
-                            let vials: i64 = row.try_get("vials")?;
-                            let take = vials.min(need);
-                            sqlx::query(
-                                "UPDATE kept_vials SET vials = vials - $1 WHERE storage_unit_id = $2 AND lot_id = $3 AND opened_on = $4",
-                            )
-                            .bind(take)
-                            .bind(&line.storage_unit_id)
-                            .bind(&line.lot_id)
-                            .bind(opened_on)
-                            .execute(&mut *tx)
-                            .await?;
-                            need -= take;
-                            if need == 0 {
-                                break;
+                    let entries = post_in(&mut tx, op).await?;
+                    report.ledger_entry_ids = entries.iter().map(|e| e.id.clone()).collect();
+                    sqlx::query("UPDATE session_reports SET ledger_entry_ids = $1 WHERE id = $2")
+                        .bind(report.ledger_entry_ids.join(","))
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let kept_sql = format!(
+                        "SELECT opened_on, vials FROM kept_vials WHERE storage_unit_id = $1 AND lot_id = $2 AND opened_on >= $3 \
+                         AND opened_on <= $4 AND vials > 0 ORDER BY opened_on{}",
+                        <$Store>::LOCK
+                    );
+                    for (i, (line, product_id, dpv)) in r.lines.iter().enumerate() {
+                        let mut need = line.opened_vials_reused;
+                        if need > 0 {
+                            let rows = sqlx::query(sqlx::AssertSqlSafe(kept_sql.clone()))
+                                .bind(&line.storage_unit_id)
+                                .bind(&line.lot_id)
+                                .bind(reuse_from)
+                                .bind(r.session_date)
+                                .fetch_all(&mut *tx)
+                                .await?;
+                            for row in rows {
+                                let opened_on: chrono::NaiveDate = row.try_get("opened_on")?;
+                                let vials: i64 = row.try_get("vials")?;
+                                let take = vials.min(need);
+                                sqlx::query(
+                                    "UPDATE kept_vials SET vials = vials - $1 WHERE storage_unit_id = $2 AND lot_id = $3 AND opened_on = $4",
+                                )
+                                .bind(take)
+                                .bind(&line.storage_unit_id)
+                                .bind(&line.lot_id)
+                                .bind(opened_on)
+                                .execute(&mut *tx)
+                                .await?;
+                                need -= take;
+                                if need == 0 {
+                                    break;
+                                }
+                            }
+                            if need > 0 {
+                                return Err(Error::precondition(
+                                    "NO_KEPT_VIALS",
+                                    format!(
+                                        "line {i}: {need} more opened vials reused than are kept (opened within {} days)",
+                                        st::MDVP_DAYS
+                                    ),
+                                ));
                             }
                         }
-                        if need > 0 {
-                            return Err(Error::precondition(
-                                "NO_KEPT_VIALS",
-                                format!(
-                                    "line {i}: {need} more opened vials reused than are kept (opened within {} days)",
-                                    st::MDVP_DAYS
-                                ),
-                            ));
+                        if line.opened_vials_kept > 0 {
+                            sqlx::query(
+                                "INSERT INTO kept_vials (storage_unit_id, lot_id, opened_on, vials) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (storage_unit_id, lot_id, opened_on) DO UPDATE SET vials = kept_vials.vials + $4",
+                            )
+                            .bind(&line.storage_unit_id)
+                            .bind(&line.lot_id)
+                            .bind(r.session_date)
+                            .bind(line.opened_vials_kept)
+                            .execute(&mut *tx)
+                            .await?;
                         }
-                    }
-                    if line.opened_vials_kept > 0 {
                         sqlx::query(
-                            "INSERT INTO kept_vials (storage_unit_id, lot_id, opened_on, vials) VALUES ($1, $2, $3, $4) \
-                             ON CONFLICT (storage_unit_id, lot_id, opened_on) DO UPDATE SET vials = kept_vials.vials + $4",
+                            "INSERT INTO session_report_lines (session_report_id, line_no, facility_id, storage_unit_id, lot_id, \
+                             product_id, session_date, vials_issued, vials_opened, opened_vials_reused, doses_administered, \
+                             unopened_vials_returned, unopened_vials_discarded, discard_reason, opened_vials_kept, \
+                             opened_vials_discarded, doses_issued, doses_per_vial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                             $10, $11, $12, $13, $14, $15, $16, $17, $18)",
                         )
+                        .bind(&r.id)
+                        .bind(i32::try_from(i).unwrap_or(i32::MAX))
+                        .bind(&r.facility_id)
                         .bind(&line.storage_unit_id)
                         .bind(&line.lot_id)
+                        .bind(product_id)
                         .bind(r.session_date)
+                        .bind(line.vials_issued)
+                        .bind(line.vials_opened)
+                        .bind(line.opened_vials_reused)
+                        .bind(line.doses_administered)
+                        .bind(line.unopened_vials_returned)
+                        .bind(line.unopened_vials_discarded)
+                        .bind(line.discard_reason)
                         .bind(line.opened_vials_kept)
+                        .bind(line.opened_vials_discarded())
+                        .bind(line.doses_issued(*dpv))
+                        .bind(*dpv)
                         .execute(&mut *tx)
                         .await?;
                     }
-                    sqlx::query(
-                        "INSERT INTO session_report_lines (session_report_id, line_no, facility_id, storage_unit_id, lot_id, \
-                         product_id, session_date, vials_issued, vials_opened, opened_vials_reused, doses_administered, \
-                         unopened_vials_returned, unopened_vials_discarded, discard_reason, opened_vials_kept, \
-                         opened_vials_discarded, doses_issued, doses_per_vial) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                         $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                    )
-                    .bind(&r.id)
-                    .bind(i32::try_from(i).unwrap_or(i32::MAX))
-                    .bind(&r.facility_id)
-                    .bind(&line.storage_unit_id)
-                    .bind(&line.lot_id)
-                    .bind(product_id)
-                    .bind(r.session_date)
-                    .bind(line.vials_issued)
-                    .bind(line.vials_opened)
-                    .bind(line.opened_vials_reused)
-                    .bind(line.doses_administered)
-                    .bind(line.unopened_vials_returned)
-                    .bind(line.unopened_vials_discarded)
-                    .bind(line.discard_reason)
-                    .bind(line.opened_vials_kept)
-                    .bind(line.opened_vials_discarded())
-                    .bind(line.doses_issued(*dpv))
-                    .bind(*dpv)
-                    .execute(&mut *tx)
-                    .await?;
+                    Ok(report)
                 }
-                idem_finish(&mut tx, idem, &report).await?;
-                tx.commit().await?;
-                Ok(report)
+                .await;
+                idem_settle(tx, idem, res).await
             }
 
             async fn open_exposures(&self, exposures: &[st::Exposure], drafts: &[EntryDraft], actor: &str) -> Result<usize> {
@@ -738,25 +752,27 @@ macro_rules! sql_stock_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                let sql = format!("SELECT state FROM exposures WHERE id = $1{}", <$Store>::LOCK);
-                let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&x.id).fetch_optional(&mut *tx).await?;
-                match state {
-                    None => return Err(Error::not_found("EXPOSURE_NOT_FOUND", "exposure not found")),
-                    Some(s) if s != st::ExposureState::Pending.as_i32() => {
-                        return Err(Error::precondition("ALREADY_ASSESSED", "the exposure has already been assessed"));
+                let r: Result<st::Exposure> = async {
+                    let sql = format!("SELECT state FROM exposures WHERE id = $1{}", <$Store>::LOCK);
+                    let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&x.id).fetch_optional(&mut *tx).await?;
+                    match state {
+                        None => return Err(Error::not_found("EXPOSURE_NOT_FOUND", "exposure not found")),
+                        Some(s) if s != st::ExposureState::Pending.as_i32() => {
+                            return Err(Error::precondition("ALREADY_ASSESSED", "the exposure has already been assessed"));
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
+                    post_in(&mut tx, op).await?;
+                    sqlx::query("UPDATE exposures SET state = $1, assessment = $2 WHERE id = $3")
+                        .bind(x.state.as_i32())
+                        .bind(x.assessment.as_ref().map(serde_json::to_string).transpose()?)
+                        .bind(&x.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Ok(x.clone())
                 }
-                post_in(&mut tx, op).await?;
-                sqlx::query("UPDATE exposures SET state = $1, assessment = $2 WHERE id = $3")
-                    .bind(x.state.as_i32())
-                    .bind(x.assessment.as_ref().map(serde_json::to_string).transpose()?)
-                    .bind(&x.id)
-                    .execute(&mut *tx)
-                    .await?;
-                idem_finish(&mut tx, idem, x).await?;
-                tx.commit().await?;
-                Ok(x.clone())
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>> {
@@ -904,30 +920,32 @@ macro_rules! sql_stock_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                if p.min_doses == 0 && p.max_doses == 0 {
-                    sqlx::query("DELETE FROM stock_policies WHERE facility_id = $1 AND product_id = $2")
+                let r: Result<st::StockPolicy> = async {
+                    if p.min_doses == 0 && p.max_doses == 0 {
+                        sqlx::query("DELETE FROM stock_policies WHERE facility_id = $1 AND product_id = $2")
+                            .bind(&p.facility_id)
+                            .bind(&p.product_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    } else {
+                        sqlx::query(
+                            "INSERT INTO stock_policies (facility_id, product_id, min_doses, max_doses, updated_at, updated_by) \
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (facility_id, product_id) DO UPDATE SET \
+                             min_doses = $3, max_doses = $4, updated_at = $5, updated_by = $6",
+                        )
                         .bind(&p.facility_id)
                         .bind(&p.product_id)
+                        .bind(p.min_doses)
+                        .bind(p.max_doses)
+                        .bind(p.updated_at)
+                        .bind(&p.updated_by)
                         .execute(&mut *tx)
                         .await?;
-                } else {
-                    sqlx::query(
-                        "INSERT INTO stock_policies (facility_id, product_id, min_doses, max_doses, updated_at, updated_by) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (facility_id, product_id) DO UPDATE SET \
-                         min_doses = $3, max_doses = $4, updated_at = $5, updated_by = $6",
-                    )
-                    .bind(&p.facility_id)
-                    .bind(&p.product_id)
-                    .bind(p.min_doses)
-                    .bind(p.max_doses)
-                    .bind(p.updated_at)
-                    .bind(&p.updated_by)
-                    .execute(&mut *tx)
-                    .await?;
+                    }
+                    Ok(p.clone())
                 }
-                idem_finish(&mut tx, idem, p).await?;
-                tx.commit().await?;
-                Ok(p.clone())
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_policies(
