@@ -128,6 +128,11 @@ impl Mosquitto {
             p.kill();
         }
     }
+
+    /// Its pid while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().map(Proc::pid)
+    }
 }
 
 /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
