@@ -252,8 +252,26 @@ async fn run(db: TestDb, replicas: usize) {
             break;
         }
         if Instant::now() > deadline {
-            let l = loggers.iter().find(|l| l.agent.device_id == behind[0].0).expect("logger");
-            panic!("{name}: loggers not fully acked after the run: {behind:?}\nagent log:\n{}", l.agent.log_tail());
+            // Say which readings are gone: stored, still held unacked by the agent, or neither.
+            let mut lost = Vec::new();
+            for l in &mut loggers {
+                l.agent.kill();
+                let (stored, ..) = srv.app.store().count_readings(&l.agent.device_id).await.expect("count");
+                let dir = l.agent.data_dir.join(vaxtrace_agent::agent::BUFFER_DIR);
+                let held = vaxtrace_agent::buffer::Buffer::open(&dir, vaxtrace_agent::buffer::BufferConfig::default())
+                    .map(|b| b.unacked_count())
+                    .unwrap_or(0);
+                let gone = (l.readings as i64 - stored).max(0) as u64;
+                if gone > held {
+                    lost.push(format!(
+                        "{}: {stored} of {} stored, {held} held by the agent",
+                        l.agent.device_id, l.readings
+                    ));
+                }
+            }
+            panic!(
+                "{name}: loggers not fully acked after the run: {behind:?}\nreadings lost (acked to the agent, never stored): {lost:#?}"
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
