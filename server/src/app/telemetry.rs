@@ -594,17 +594,29 @@ pub struct ReadingsMessage<'a> {
     pub json: bool,
 }
 
+/// Seqs (in storage, i.e. shifted by the device's offset) refused for good, each with its reason.
+pub type Rejects = Vec<(i64, &'static str)>;
+
 /// A message checked against its device, before any write.
 #[derive(Debug)]
-enum Checked {
+pub enum Checked {
     /// Refused as a whole: nothing to store, this is the answer.
     Refused(Ack),
     /// Valid readings (seqs shifted by the device's offset) and refused ones.
-    Ready { rows: Vec<StoredReading>, rejects: Vec<(i64, &'static str)>, rejected: u32 },
+    Ready {
+        /// Readings to store.
+        rows: Vec<StoredReading>,
+        /// Stored seqs refused for their content, with the reason (acked, never stored).
+        rejects: Rejects,
+        /// How many readings were refused.
+        rejected: u32,
+    },
 }
 
 /// Checks a batch against its device: authenticity, key version, size, and each reading.
-fn check_batch(device: &Device, key: &[u8], payload: &[u8], json: bool, t: DateTime<Utc>) -> Checked {
+/// Pure (no I/O), and the whole of what a payload from the broker goes through before the
+/// database: public so the fuzz targets drive exactly this.
+pub fn check_batch(device: &Device, key: &[u8], payload: &[u8], json: bool, t: DateTime<Utc>) -> Checked {
     // The device and its acks count in its own seqs; storage in seqs shifted by seq_offset.
     let offset = device.seq_offset;
     let last = device.last_seq - offset;
@@ -728,6 +740,39 @@ struct DroppedRange {
 /// Most seqs one notice may declare lost: a bound on the rows it writes.
 const MAX_DROPPED: u64 = 1_000_000;
 
+/// Checks a device's notice of seqs lost for good against the device: state, signature, shape
+/// and size. Returns the lost seqs (shifted by the device's offset) to record as refused, and
+/// how many the notice declares; or the error for the ack. Pure, like [`check_batch`].
+pub fn check_dropped(device: &Device, key: &[u8], payload: &[u8]) -> std::result::Result<(Rejects, u64), &'static str> {
+    if !device.active {
+        return Err("DEVICE_INACTIVE");
+    }
+    let notice = serde_json::from_slice::<DroppedNotice<'_>>(payload).map_err(|_| "MALFORMED")?;
+    if !verify_json(key, notice.ranges.get(), notice.signature.as_deref())? && !device.unsigned_allowed {
+        return Err("SIGNATURE_REQUIRED");
+    }
+    let ranges = serde_json::from_str::<Vec<DroppedRange>>(notice.ranges.get()).map_err(|_| "MALFORMED")?;
+    let mut total = 0u64;
+    for r in &ranges {
+        if r.first_seq == 0 || r.last_seq < r.first_seq {
+            return Err("MALFORMED");
+        }
+        total = total.saturating_add(r.last_seq - r.first_seq + 1);
+    }
+    if total > MAX_DROPPED {
+        return Err("TOO_MANY_READINGS");
+    }
+    let mut rejects = Vec::new();
+    for r in &ranges {
+        for seq in r.first_seq..=r.last_seq {
+            if let Some(seq) = i64::try_from(seq).ok().and_then(|s| s.checked_add(device.seq_offset)) {
+                rejects.push((seq, "DROPPED_BY_DEVICE"));
+            }
+        }
+    }
+    Ok((rejects, total))
+}
+
 impl App {
     /// Records readings a device declares lost for good (its disk cap forced them out), so its
     /// contiguous ack can move past the gap instead of stalling forever; returns the new ack.
@@ -739,38 +784,10 @@ impl App {
         };
         let offset = device.seq_offset;
         let last = device.last_seq - offset;
-        if !device.active {
-            return Ok(Ack::refused(last, "DEVICE_INACTIVE"));
-        }
-        let Ok(notice) = serde_json::from_slice::<DroppedNotice<'_>>(payload) else {
-            return Ok(Ack::refused(last, "MALFORMED"));
-        };
-        match verify_json(&key, notice.ranges.get(), notice.signature.as_deref()) {
+        let (rejects, total) = match check_dropped(&device, &key, payload) {
+            Ok(checked) => checked,
             Err(e) => return Ok(Ack::refused(last, e)),
-            Ok(false) if !device.unsigned_allowed => return Ok(Ack::refused(last, "SIGNATURE_REQUIRED")),
-            Ok(_) => {}
-        }
-        let Ok(ranges) = serde_json::from_str::<Vec<DroppedRange>>(notice.ranges.get()) else {
-            return Ok(Ack::refused(last, "MALFORMED"));
         };
-        let mut total = 0u64;
-        for r in &ranges {
-            if r.first_seq == 0 || r.last_seq < r.first_seq {
-                return Ok(Ack::refused(last, "MALFORMED"));
-            }
-            total = total.saturating_add(r.last_seq - r.first_seq + 1);
-        }
-        if total > MAX_DROPPED {
-            return Ok(Ack::refused(last, "TOO_MANY_READINGS"));
-        }
-        let mut rejects = Vec::new();
-        for r in &ranges {
-            for seq in r.first_seq..=r.last_seq {
-                if let Some(seq) = i64::try_from(seq).ok().and_then(|s| s.checked_add(offset)) {
-                    rejects.push((seq, "DROPPED_BY_DEVICE"));
-                }
-            }
-        }
         tracing::warn!(device = %device.id, readings = total, "device reports readings lost for good");
         let Some((acked, _)) = self.store.store_readings(&device.id, device.key_version, &[], &rejects, now()).await?
         else {

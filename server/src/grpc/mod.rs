@@ -6,9 +6,9 @@ mod catalog;
 pub mod convert;
 mod facility;
 pub mod json;
-pub(crate) mod report;
+pub mod report;
 pub mod status;
-mod stock;
+pub mod stock;
 mod telemetry;
 
 use tonic::Status;

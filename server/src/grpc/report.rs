@@ -96,7 +96,8 @@ fn expiry_row(r: ExpiryRow) -> pb::ExpiryRiskRow {
     }
 }
 
-fn grouping(dims: &[i32]) -> Result<Grouping, Error> {
+/// A report's `group_by` dimensions; none means by product.
+pub fn grouping(dims: &[i32]) -> Result<Grouping, Error> {
     let mut g = Grouping::default();
     for d in dims {
         match pb::ReportDimension::try_from(*d) {
@@ -112,7 +113,11 @@ fn grouping(dims: &[i32]) -> Result<Grouping, Error> {
     Ok(g)
 }
 
-fn period(start: Option<&pb::Date>, end: Option<&pb::Date>) -> Result<(chrono::NaiveDate, chrono::NaiveDate), Error> {
+/// A report's required start and end dates.
+pub fn period(
+    start: Option<&pb::Date>,
+    end: Option<&pb::Date>,
+) -> Result<(chrono::NaiveDate, chrono::NaiveDate), Error> {
     Ok((catalog::date("start_date", date_parts(start))?, catalog::date("end_date", date_parts(end))?))
 }
 

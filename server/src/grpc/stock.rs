@@ -29,14 +29,16 @@ fn time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Erro
     }
 }
 
-fn date_opt(d: Option<&pb::Date>, field: &str) -> Result<Option<chrono::NaiveDate>, Error> {
+/// An optional wire date, validated; `field` names it in the error.
+pub fn date_opt(d: Option<&pb::Date>, field: &str) -> Result<Option<chrono::NaiveDate>, Error> {
     match date_parts(d) {
         None => Ok(None),
         Some(p) => crate::domain::catalog::date(field, Some(p)).map(Some),
     }
 }
 
-fn supplier_lot(r: Option<pb::supplier_receipt_line::LotRef>) -> LotRef {
+/// How a supplier receipt line names its lot.
+pub fn supplier_lot(r: Option<pb::supplier_receipt_line::LotRef>) -> LotRef {
     use pb::supplier_receipt_line::LotRef as R;
     match r {
         Some(R::LotId(id)) => LotRef::Id(id),
@@ -60,6 +62,96 @@ macro_rules! lot_ref {
             None => LotRef::Id(String::new()),
         }
     };
+}
+
+/// The lines of a supplier receipt.
+pub fn receipt_lines(lines: Vec<pb::SupplierReceiptLine>) -> Vec<ReceiptLine> {
+    lines
+        .into_iter()
+        .map(|l| ReceiptLine {
+            lot: supplier_lot(l.lot_ref),
+            vials: l.vials,
+            vvm_stage: l.vvm_stage,
+            storage_unit_id: l.storage_unit_id,
+            manufacturer: l.manufacturer,
+        })
+        .collect()
+}
+
+/// How an adjustment names its lot.
+pub fn adjust_lot(r: Option<pb::adjust_stock_request::LotRef>) -> LotRef {
+    lot_ref!(adjust_stock_request, r)
+}
+
+/// The lines of a new shipment.
+pub fn shipment_lines(lines: Vec<pb::CreateShipmentLine>) -> Vec<NewShipmentLine> {
+    lines
+        .into_iter()
+        .map(|l| NewShipmentLine {
+            lot: lot_ref!(create_shipment_line, l.lot_ref),
+            vials: l.vials,
+            source_storage_unit_id: l.source_storage_unit_id,
+        })
+        .collect()
+}
+
+/// The lines of a shipment's receipt.
+pub fn received_lines(lines: Vec<pb::ReceiveShipmentLine>) -> Vec<ReceivedLine> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let (line_id, scanned_code) = match l.line_ref {
+                Some(pb::receive_shipment_line::LineRef::LineId(id)) => (id, String::new()),
+                Some(pb::receive_shipment_line::LineRef::ScannedCode(c)) => (String::new(), c),
+                None => (String::new(), String::new()),
+            };
+            ReceivedLine {
+                line_id,
+                scanned_code,
+                received_vials: l.received_vials,
+                storage_unit_id: l.storage_unit_id,
+                vvm_stage: l.vvm_stage,
+                discrepancy_reason: l.discrepancy_reason,
+                comment: l.comment,
+            }
+        })
+        .collect()
+}
+
+/// The lines of a physical count.
+pub fn count_lines(lines: Vec<pb::PhysicalCountLine>) -> Vec<CountLine> {
+    lines
+        .into_iter()
+        .map(|l| CountLine {
+            storage_unit_id: l.storage_unit_id,
+            lot: lot_ref!(physical_count_line, l.lot_ref),
+            counted_vials: l.counted_vials,
+            vvm_stage: l.vvm_stage,
+        })
+        .collect()
+}
+
+/// The lines of a session report, each with the lot it names (its id is resolved later).
+pub fn session_lines(lines: Vec<pb::SessionReportLine>) -> Vec<(LotRef, SessionLine)> {
+    lines
+        .into_iter()
+        .map(|l| {
+            let lot = lot_ref!(session_report_line, l.lot_ref);
+            let line = SessionLine {
+                lot_id: String::new(),
+                storage_unit_id: l.storage_unit_id,
+                vials_issued: l.vials_issued,
+                vials_opened: l.vials_opened,
+                opened_vials_reused: l.opened_vials_reused,
+                doses_administered: l.doses_administered,
+                unopened_vials_returned: l.unopened_vials_returned,
+                unopened_vials_discarded: l.unopened_vials_discarded,
+                discard_reason: l.discard_reason,
+                opened_vials_kept: l.opened_vials_kept,
+            };
+            (lot, line)
+        })
+        .collect()
 }
 
 /// The balance filter of a request; ids are checked here so a bad one names its field.
@@ -285,17 +377,7 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::ReceiveFromSupplierResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let lines = r
-            .lines
-            .into_iter()
-            .map(|l| ReceiptLine {
-                lot: supplier_lot(l.lot_ref),
-                vials: l.vials,
-                vvm_stage: l.vvm_stage,
-                storage_unit_id: l.storage_unit_id,
-                manufacturer: l.manufacturer,
-            })
-            .collect();
+        let lines = receipt_lines(r.lines);
         let comment =
             if r.supplier.is_empty() { r.comment } else { format!("{}: {} {}", r.supplier, r.reference, r.comment) };
         let (entries, lots) =
@@ -309,15 +391,7 @@ impl pb::stock_service_server::StockService for StockApi {
     async fn create_shipment(&self, req: Request<pb::CreateShipmentRequest>) -> Result<Response<pb::Shipment>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let lines = r
-            .lines
-            .into_iter()
-            .map(|l| NewShipmentLine {
-                lot: lot_ref!(create_shipment_line, l.lot_ref),
-                vials: l.vials,
-                source_storage_unit_id: l.source_storage_unit_id,
-            })
-            .collect();
+        let lines = shipment_lines(r.lines);
         let expected = date_opt(r.expected_arrival_date.as_ref(), "expected_arrival_date")?;
         let s = self
             .0
@@ -350,23 +424,7 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::Shipment>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let mut lines = Vec::with_capacity(r.lines.len());
-        for l in r.lines {
-            let (line_id, scanned_code) = match l.line_ref {
-                Some(pb::receive_shipment_line::LineRef::LineId(id)) => (id, String::new()),
-                Some(pb::receive_shipment_line::LineRef::ScannedCode(c)) => (String::new(), c),
-                None => (String::new(), String::new()),
-            };
-            lines.push(ReceivedLine {
-                line_id,
-                scanned_code,
-                received_vials: l.received_vials,
-                storage_unit_id: l.storage_unit_id,
-                vvm_stage: l.vvm_stage,
-                discrepancy_reason: l.discrepancy_reason,
-                comment: l.comment,
-            });
-        }
+        let lines = received_lines(r.lines);
         let s = self
             .0
             .receive_shipment(&c, &r.request_id, &r.shipment_id, &r.storage_unit_id, lines, r.accept_unlisted_in_full)
@@ -423,7 +481,7 @@ impl pb::stock_service_server::StockService for StockApi {
     async fn adjust_stock(&self, req: Request<pb::AdjustStockRequest>) -> Result<Response<pb::LedgerEntry>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let lot = lot_ref!(adjust_stock_request, r.lot_ref);
+        let lot = adjust_lot(r.lot_ref);
         let e =
             self.0.adjust(&c, &r.request_id, &r.storage_unit_id, &lot, r.quantity_vials, r.reason, &r.comment).await?;
         Ok(Response::new(entry(e)))
@@ -435,16 +493,7 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::RecordPhysicalCountResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let lines = r
-            .lines
-            .into_iter()
-            .map(|l| CountLine {
-                storage_unit_id: l.storage_unit_id,
-                lot: lot_ref!(physical_count_line, l.lot_ref),
-                counted_vials: l.counted_vials,
-                vvm_stage: l.vvm_stage,
-            })
-            .collect();
+        let lines = count_lines(r.lines);
         let (id, results) = self
             .0
             .physical_count(&c, &r.request_id, &r.facility_id, lines, &r.complete_storage_unit_ids, &r.comment)
@@ -473,26 +522,7 @@ impl pb::stock_service_server::StockService for StockApi {
         let rep = r.session_report.unwrap_or_default();
         let session_date =
             crate::domain::catalog::date("session_report.session_date", date_parts(rep.session_date.as_ref()))?;
-        let lines = rep
-            .lines
-            .into_iter()
-            .map(|l| {
-                let lot = lot_ref!(session_report_line, l.lot_ref);
-                let line = SessionLine {
-                    lot_id: String::new(),
-                    storage_unit_id: l.storage_unit_id,
-                    vials_issued: l.vials_issued,
-                    vials_opened: l.vials_opened,
-                    opened_vials_reused: l.opened_vials_reused,
-                    doses_administered: l.doses_administered,
-                    unopened_vials_returned: l.unopened_vials_returned,
-                    unopened_vials_discarded: l.unopened_vials_discarded,
-                    discard_reason: l.discard_reason,
-                    opened_vials_kept: l.opened_vials_kept,
-                };
-                (lot, line)
-            })
-            .collect();
+        let lines = session_lines(rep.lines);
         let report = self
             .0
             .submit_session_report(
