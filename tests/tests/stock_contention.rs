@@ -963,7 +963,13 @@ async fn a_refusal_keeps_its_request_id_in_the_same_transaction() {
         vaxtrace_tests::world::receive(&mut w, &nu1, 0, 5, "").await.unwrap();
         let store = srv.app.store();
         let lot = store.lot_info(&w.lots[0]).await.unwrap().unwrap();
-        let caller = Caller { token_id: "tok".into(), role: Role::Admin, scope_path: "/".into(), device_id: None };
+        let caller = Caller {
+            token_id: "tok".into(),
+            role: Role::Admin,
+            scope_path: "/".into(),
+            device_id: None,
+            answer_key: None,
+        };
         let op = Operation {
             id: new_id(),
             actor: "tok".into(),

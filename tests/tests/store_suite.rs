@@ -130,7 +130,13 @@ async fn storage_units_catalogue_and_idempotency() {
         let listed = s.list_storage_units(&n.1, &StorageUnitFilter::default(), &page(10, "", &())).await.unwrap();
         assert_eq!(listed.items, vec![u]);
 
-        let caller = Caller { token_id: "tok".into(), role: Role::Admin, scope_path: "/".into(), device_id: None };
+        let caller = Caller {
+            token_id: "tok".into(),
+            role: Role::Admin,
+            scope_path: "/".into(),
+            device_id: None,
+            answer_key: None,
+        };
         let input = ProductInput {
             code: "PENTA10".into(),
             name: "Pentavalent".into(),

@@ -137,14 +137,17 @@ impl App {
         caller.require(Action::WriteStock)?;
         let comment = validate::text("comment", comment, 1000)
             .map_err(|_| Error::invalid_because("comment", "COMMENT_REQUIRED", "say what is being done"))?;
-        let mut a = self.visible_alert(caller, id).await?;
         let idem = Idempotency::from_request(caller, "AcknowledgeAlert", request_id, &(id, &comment))?;
-        let now = crate::domain::now();
-        a.state = AlertState::Acknowledged;
-        a.acknowledgement = Some(Handling { by: caller.token_id.clone(), time: now, resolution: 0, comment });
-        a.updated_at = now;
-        let r = self.store.handle_alert(idem.as_ref(), &a, &[AlertState::Open], EventType::Acknowledged).await;
-        let r = self.remember(idem.as_ref(), r).await?;
+        let r = self
+            .idempotent(idem.as_ref(), async {
+                let mut a = self.visible_alert(caller, id).await?;
+                let now = crate::domain::now();
+                a.state = AlertState::Acknowledged;
+                a.acknowledgement = Some(Handling { by: caller.token_id.clone(), time: now, resolution: 0, comment });
+                a.updated_at = now;
+                self.store.handle_alert(idem.as_ref(), &a, &[AlertState::Open], EventType::Acknowledged).await
+            })
+            .await?;
         self.events.send_replace(self.store.event_bounds().await?.1);
         Ok(r)
     }
@@ -164,18 +167,19 @@ impl App {
             .ok_or_else(|| Error::invalid("resolution", "is required (SUPERSEDED is set by the server only)"))?;
         let comment = validate::text("comment", comment, 1000)
             .map_err(|_| Error::invalid_because("comment", "COMMENT_REQUIRED", "explain the resolution"))?;
-        let mut a = self.visible_alert(caller, id).await?;
         let idem = Idempotency::from_request(caller, "ResolveAlert", request_id, &(id, resolution.as_i32(), &comment))?;
-        let now = crate::domain::now();
-        a.state = AlertState::Resolved;
-        a.resolution =
-            Some(Handling { by: caller.token_id.clone(), time: now, resolution: resolution.as_i32(), comment });
-        a.updated_at = now;
         let r = self
-            .store
-            .handle_alert(idem.as_ref(), &a, &[AlertState::Open, AlertState::Acknowledged], EventType::Resolved)
-            .await;
-        let r = self.remember(idem.as_ref(), r).await?;
+            .idempotent(idem.as_ref(), async {
+                let mut a = self.visible_alert(caller, id).await?;
+                let now = crate::domain::now();
+                a.state = AlertState::Resolved;
+                a.resolution =
+                    Some(Handling { by: caller.token_id.clone(), time: now, resolution: resolution.as_i32(), comment });
+                a.updated_at = now;
+                let from = [AlertState::Open, AlertState::Acknowledged];
+                self.store.handle_alert(idem.as_ref(), &a, &from, EventType::Resolved).await
+            })
+            .await?;
         self.events.send_replace(self.store.event_bounds().await?.1);
         Ok(r)
     }

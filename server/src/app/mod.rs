@@ -101,7 +101,8 @@ impl TokenCache {
 pub struct IssuedToken {
     /// The description.
     pub token: Token,
-    /// The bearer string; empty when a repeated request_id replays an earlier creation.
+    /// The bearer string; a retry with the same request_id by the same token shows it again
+    /// (empty only for a creation recorded before bearer strings were kept, sealed, for retries).
     pub secret: String,
 }
 
@@ -149,25 +150,35 @@ impl App {
         self.closing.subscribe()
     }
 
-    /// Passes a result through, remembering a final refusal under the request's key: a retried
-    /// request_id then gets the same refusal instead of running against changed stock. A refusal
-    /// met before the store was reached (a check against stock read outside the transaction)
-    /// gives way to a result the key already holds, so a retry of a request that succeeded, or
-    /// a twin of one in flight, answers as the first call did.
-    pub(crate) async fn remember<T: serde::de::DeserializeOwned>(
+    /// Runs a mutation under its request's key, the one way every mutating use case is made
+    /// idempotent. The key is looked up first: what it holds (the first call's answer or refusal)
+    /// is returned before any check of the current state, so a retry answers as the first call
+    /// did even when, say, a lot has expired since. Otherwise `work` runs: its store write claims
+    /// the key in its transaction and ends with `idem_settle` (store/common.rs), which keeps a
+    /// refusal met there under the key; a refusal met before the write goes through
+    /// [`App::remember`].
+    pub(crate) async fn idempotent<T: serde::de::DeserializeOwned>(
         &self,
         idem: Option<&Idempotency>,
-        r: Result<T>,
+        work: impl std::future::Future<Output = Result<T>>,
     ) -> Result<T> {
+        if let Some(k) = idem
+            && let Some(held) = self.store.idem_held(k).await?
+        {
+            return Self::replay(held);
+        }
+        let r = work.await;
+        self.remember(idem, r).await
+    }
+
+    /// Passes a result through, remembering a final refusal under the request's key: a retried
+    /// request_id then gets the same refusal instead of running against changed state. When the
+    /// key already holds an answer (a twin of this request, in flight when it was looked up,
+    /// answered first), that answer is returned instead, so both calls answer alike.
+    async fn remember<T: serde::de::DeserializeOwned>(&self, idem: Option<&Idempotency>, r: Result<T>) -> Result<T> {
         let (Err(e), Some(k)) = (&r, idem) else { return r };
         match self.store.record_refusal(k, e).await {
-            Ok(Some(first)) => match serde_json::from_str(&first) {
-                Ok(v) => Ok(v),
-                Err(bad) => {
-                    tracing::warn!(error = %bad, "could not read the result recorded under a request_id");
-                    r
-                }
-            },
+            Ok(Some(held)) => Self::replay(held),
             Ok(None) => r,
             Err(rec) => {
                 tracing::warn!(error = %rec, "could not record a refused request");
@@ -176,15 +187,35 @@ impl App {
         }
     }
 
-    /// As [`App::remember`] for an answer that is never replayed (it carries a secret shown once):
-    /// only the refusal is recorded.
-    pub(crate) async fn remember_refusal<T>(&self, idem: Option<&Idempotency>, r: Result<T>) -> Result<T> {
-        if let (Err(e), Some(k)) = (&r, idem)
-            && let Err(rec) = self.store.record_refusal(k, e).await
-        {
-            tracing::warn!(error = %rec, "could not record a refused request");
+    fn replay<T: serde::de::DeserializeOwned>(held: crate::store::Held) -> Result<T> {
+        match held {
+            crate::store::Held::Answer(json) => Ok(serde_json::from_str(&json)?),
+            crate::store::Held::Refusal(e) => Err(e),
         }
-        r
+    }
+
+    /// Seals a secret shown once for the answer recorded under `idem`, with the caller's
+    /// [`token::AnswerKey`]: a retry by the same token is shown the same secret again (see
+    /// [`App::secret_of`]); `None` without a request_id, since nothing is recorded then.
+    fn seal_for(caller: &Caller, idem: Option<&Idempotency>, secret: &[u8]) -> Result<Option<String>> {
+        let Some(k) = idem else { return Ok(None) };
+        let key = caller.answer_key.as_ref().ok_or_else(|| {
+            Error::invalid("request_id", "a request_id on a call that creates a secret needs a bearer token")
+        })?;
+        key.seal(&k.request_id, secret).map(Some)
+    }
+
+    /// The secret an answer shows: `made` when no request_id was given (the answer is fresh),
+    /// else the recorded one, whether this call made it or a first call did; empty for an
+    /// answer recorded before secrets were kept under request_ids.
+    fn secret_of(caller: &Caller, idem: Option<&Idempotency>, made: Vec<u8>, sealed: Option<&str>) -> Result<Vec<u8>> {
+        let Some(k) = idem else { return Ok(made) };
+        let Some(sealed) = sealed else { return Ok(Vec::new()) };
+        caller
+            .answer_key
+            .as_ref()
+            .and_then(|key| key.open(&k.request_id, sealed))
+            .ok_or_else(|| Error::Internal("a secret recorded under a request_id could not be opened".into()))
     }
 
     /// The process counters.
@@ -204,7 +235,7 @@ impl App {
         if !token::verify(secret, &stored.secret_hash) {
             return Err(Error::Unauthenticated);
         }
-        Ok(Self::caller_of(stored))
+        Ok(Caller { answer_key: Some(token::AnswerKey::of_secret(secret)), ..Self::caller_of(stored) })
     }
 
     /// A live (not revoked) token by id, through the cache.
@@ -230,6 +261,7 @@ impl App {
             role: stored.token.role,
             scope_path: stored.scope_path,
             device_id: stored.token.device_id,
+            answer_key: None,
         }
     }
 
@@ -239,18 +271,18 @@ impl App {
             return Ok(None);
         }
         let new = NewToken::parse(Role::Admin.as_i32(), "", "", "bootstrap admin")?;
-        self.issue_token(None, &new).await.map(Some)
+        self.issue_token(&new).await.map(Some)
     }
 
-    async fn issue_token(&self, idem: Option<&Idempotency>, new: &NewToken) -> Result<IssuedToken> {
+    /// Issues a token outside any request (no request_id, nothing recorded).
+    async fn issue_token(&self, new: &NewToken) -> Result<IssuedToken> {
         let g = token::generate();
-        let stored = self.store.insert_token(idem, new, &g.id, &g.hash).await?;
-        // A replay returns the first token, whose secret was shown once and is gone.
-        let secret = if stored.id == g.id { g.bearer } else { String::new() };
-        Ok(IssuedToken { token: stored, secret })
+        let stored = self.store.insert_token(None, new, &g.id, &g.hash, None).await?;
+        Ok(IssuedToken { token: stored.value, secret: g.bearer })
     }
 
-    /// Issues a token (admin only), for the API and the `token create` command alike.
+    /// Issues a token (admin only), for the API and the `token create` command alike. A retry
+    /// with the same request_id by the same token shows the same bearer string again.
     pub async fn create_token(
         &self,
         caller: &Caller,
@@ -262,11 +294,20 @@ impl App {
     ) -> Result<IssuedToken> {
         caller.require(Action::ManageTokens)?;
         let new = NewToken::parse(role, scope, device_id, description)?;
-        if let Some(scope) = &new.scope_facility_id {
-            self.visible_facility(caller, scope, reason::NOT_FOUND).await?;
-        }
         let idem = Idempotency::from_request(caller, "CreateToken", request_id, &new)?;
-        self.issue_token(idem.as_ref(), &new).await
+        let g = token::generate();
+        let issued = self
+            .idempotent(idem.as_ref(), async {
+                if let Some(scope) = &new.scope_facility_id {
+                    self.visible_facility(caller, scope, reason::NOT_FOUND).await?;
+                }
+                let sealed = Self::seal_for(caller, idem.as_ref(), g.bearer.as_bytes())?;
+                self.store.insert_token(idem.as_ref(), &new, &g.id, &g.hash, sealed.as_deref()).await
+            })
+            .await?;
+        let secret = Self::secret_of(caller, idem.as_ref(), g.bearer.into_bytes(), issued.sealed_secret.as_deref())?;
+        let secret = String::from_utf8(secret).map_err(|_| Error::Internal("a recorded token is not text".into()))?;
+        Ok(IssuedToken { token: issued.value, secret })
     }
 
     /// Issues a token without a caller: for the operator's CLI, which has the database itself.
@@ -276,7 +317,7 @@ impl App {
         {
             return Err(Error::not_found(reason::NOT_FOUND, format!("scope facility {scope} not found")));
         }
-        self.issue_token(None, new).await
+        self.issue_token(new).await
     }
 
     /// Lists tokens (admin only).
@@ -289,7 +330,7 @@ impl App {
     pub async fn revoke_token(&self, caller: &Caller, request_id: &str, id: &str) -> Result<Token> {
         caller.require(Action::ManageTokens)?;
         let idem = Idempotency::from_request(caller, "RevokeToken", request_id, &id)?;
-        let revoked = self.store.revoke_token(idem.as_ref(), id).await;
+        let revoked = self.idempotent(idem.as_ref(), self.store.revoke_token(idem.as_ref(), id)).await;
         self.tokens.forget(id);
         revoked?.ok_or_else(|| caller.not_found(reason::NOT_FOUND, "token"))
     }
@@ -315,24 +356,27 @@ impl App {
         caller.require(Action::WriteFacilities)?;
         let new = NewFacility::parse(input)?;
         let idem = Idempotency::from_request(caller, "CreateFacility", request_id, &new)?;
-        let id = new_id();
-        let path = match &new.parent_id {
-            Some(pid) => {
-                let parent = self.visible_facility(caller, pid, reason::PARENT_NOT_FOUND).await?;
-                caller.require_at(Action::WriteFacilities, &parent.path)?;
-                new.check_parent(&parent)?;
-                format!("{}{id}/", parent.path)
-            }
-            None => {
-                // Only a whole-tree caller may plant the root.
-                if !caller.sees_everything() {
-                    return Err(Error::PermissionDenied);
+        self.idempotent(idem.as_ref(), async {
+            let id = new_id();
+            let path = match &new.parent_id {
+                Some(pid) => {
+                    let parent = self.visible_facility(caller, pid, reason::PARENT_NOT_FOUND).await?;
+                    caller.require_at(Action::WriteFacilities, &parent.path)?;
+                    new.check_parent(&parent)?;
+                    format!("{}{id}/", parent.path)
                 }
-                debug_assert_eq!(new.kind, FacilityKind::NationalStore);
-                format!("/{id}/")
-            }
-        };
-        self.store.insert_facility(idem.as_ref(), &id, &path, &new).await
+                None => {
+                    // Only a whole-tree caller may plant the root.
+                    if !caller.sees_everything() {
+                        return Err(Error::PermissionDenied);
+                    }
+                    debug_assert_eq!(new.kind, FacilityKind::NationalStore);
+                    format!("/{id}/")
+                }
+            };
+            self.store.insert_facility(idem.as_ref(), &id, &path, &new).await
+        })
+        .await
     }
 
     /// Reads a facility.
@@ -386,13 +430,14 @@ impl App {
         caller.require(Action::WriteFacilities)?;
         let id = validate::id("facility.id", id)?;
         let patch = FacilityPatch::parse(input, mask)?;
-        let current = self.visible_facility(caller, &id, reason::NOT_FOUND).await?;
-        caller.require_at(Action::WriteFacilities, &current.path)?;
         let idem = Idempotency::from_request(caller, "UpdateFacility", request_id, &(&id, &patch))?;
-        self.store
-            .update_facility(idem.as_ref(), &id, &patch)
-            .await?
-            .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "facility"))
+        self.idempotent(idem.as_ref(), async {
+            let current = self.visible_facility(caller, &id, reason::NOT_FOUND).await?;
+            caller.require_at(Action::WriteFacilities, &current.path)?;
+            self.store.update_facility(idem.as_ref(), &id, &patch).await
+        })
+        .await?
+        .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "facility"))
     }
 
     /// Creates a storage unit at a facility in scope.
@@ -404,10 +449,13 @@ impl App {
     ) -> Result<StorageUnit> {
         caller.require(Action::WriteStorageUnits)?;
         let new = NewStorageUnit::parse(input)?;
-        let facility = self.visible_facility(caller, &new.facility_id, reason::NOT_FOUND).await?;
-        caller.require_at(Action::WriteStorageUnits, &facility.path)?;
         let idem = Idempotency::from_request(caller, "CreateStorageUnit", request_id, &new)?;
-        self.store.insert_storage_unit(idem.as_ref(), &new_id(), &new).await
+        self.idempotent(idem.as_ref(), async {
+            let facility = self.visible_facility(caller, &new.facility_id, reason::NOT_FOUND).await?;
+            caller.require_at(Action::WriteStorageUnits, &facility.path)?;
+            self.store.insert_storage_unit(idem.as_ref(), &new_id(), &new).await
+        })
+        .await
     }
 
     async fn visible_unit(&self, caller: &Caller, id: &str) -> Result<(StorageUnit, String)> {
@@ -462,13 +510,14 @@ impl App {
         caller.require(Action::WriteStorageUnits)?;
         let id = validate::id("storage_unit.id", id)?;
         let patch = StorageUnitPatch::parse(input, mask)?;
-        let (_, path) = self.visible_unit(caller, &id).await?;
-        caller.require_at(Action::WriteStorageUnits, &path)?;
         let idem = Idempotency::from_request(caller, "UpdateStorageUnit", request_id, &(&id, &patch))?;
-        self.store
-            .update_storage_unit(idem.as_ref(), &id, &patch)
-            .await?
-            .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "storage unit"))
+        self.idempotent(idem.as_ref(), async {
+            let (_, path) = self.visible_unit(caller, &id).await?;
+            caller.require_at(Action::WriteStorageUnits, &path)?;
+            self.store.update_storage_unit(idem.as_ref(), &id, &patch).await
+        })
+        .await?
+        .ok_or_else(|| caller.not_found(reason::NOT_FOUND, "storage unit"))
     }
 
     /// Creates a product.
@@ -476,7 +525,7 @@ impl App {
         caller.require(Action::WriteCatalog)?;
         let new = NewProduct::parse(input)?;
         let idem = Idempotency::from_request(caller, "CreateProduct", request_id, &new)?;
-        self.store.insert_product(idem.as_ref(), &new_id(), &new).await
+        self.idempotent(idem.as_ref(), self.store.insert_product(idem.as_ref(), &new_id(), &new)).await
     }
 
     /// Reads a product. The catalogue is national, so any reader sees it and NOT_FOUND is honest.
@@ -512,8 +561,7 @@ impl App {
         let id = validate::id("product.id", id)?;
         let patch = ProductPatch::parse(input, mask)?;
         let idem = Idempotency::from_request(caller, "UpdateProduct", request_id, &(&id, &patch))?;
-        self.store
-            .update_product(idem.as_ref(), &id, &patch)
+        self.idempotent(idem.as_ref(), self.store.update_product(idem.as_ref(), &id, &patch))
             .await?
             .ok_or_else(|| Error::not_found(reason::NOT_FOUND, "product not found"))
     }
@@ -522,13 +570,15 @@ impl App {
     pub async fn create_lot(&self, caller: &Caller, request_id: &str, input: LotInput) -> Result<Lot> {
         caller.require(Action::WriteCatalog)?;
         let new = NewLot::parse(input)?;
-        let product =
-            self.store.get_product(&new.product_id).await?.ok_or_else(|| {
+        let idem = Idempotency::from_request(caller, "CreateLot", request_id, &new)?;
+        self.idempotent(idem.as_ref(), async {
+            let product = self.store.get_product(&new.product_id).await?.ok_or_else(|| {
                 Error::not_found("PRODUCT_NOT_FOUND", format!("product {} not found", new.product_id))
             })?;
-        new.check_product(&product)?;
-        let idem = Idempotency::from_request(caller, "CreateLot", request_id, &new)?;
-        self.store.insert_lot(idem.as_ref(), &new_id(), &new).await
+            new.check_product(&product)?;
+            self.store.insert_lot(idem.as_ref(), &new_id(), &new).await
+        })
+        .await
     }
 
     /// Reads a lot.

@@ -152,13 +152,27 @@ impl App {
         id: &str,
         field: &str,
     ) -> Result<(StorageUnit, Facility)> {
+        let (u, f) = self.unit_seen(caller, action, id, field).await?;
+        Self::in_service(&u)?;
+        Ok((u, f))
+    }
+
+    /// A storage unit the caller may see, with its facility, in service or not: what is checked
+    /// before a request's key is looked up must not change over time.
+    async fn unit_seen(
+        &self,
+        caller: &Caller,
+        action: Action,
+        id: &str,
+        field: &str,
+    ) -> Result<(StorageUnit, Facility)> {
         caller.require(action)?;
         let id = validate::id(field, id)?;
         let mut found = self.store.units_with_facility(std::slice::from_ref(&id)).await?;
-        Self::usable_unit(caller, found.pop())
+        Self::seen_unit(caller, found.pop())
     }
 
-    /// Two units read in one query (a transfer's ends), checked as [`Self::unit_for`] does.
+    /// Two units read in one query (a transfer's ends), checked as [`Self::unit_seen`] does.
     async fn unit_pair(
         &self,
         caller: &Caller,
@@ -170,23 +184,27 @@ impl App {
         let (a, b) = (validate::id(a_field, a)?, validate::id(b_field, b)?);
         let found = self.store.units_with_facility(&[a.clone(), b.clone()]).await?;
         let pick = |id: &str| found.iter().find(|(u, _)| u.id == id).cloned();
-        Ok((Self::usable_unit(caller, pick(&a))?, Self::usable_unit(caller, pick(&b))?))
+        Ok((Self::seen_unit(caller, pick(&a))?, Self::seen_unit(caller, pick(&b))?))
     }
 
-    /// A looked-up unit the caller may see and that is in service.
-    fn usable_unit(caller: &Caller, found: Option<(StorageUnit, Facility)>) -> Result<(StorageUnit, Facility)> {
-        let (u, f) = match found {
-            Some((u, f)) if caller.covers(&f.path) => (u, f),
-            Some(_) => return Err(Error::PermissionDenied),
-            None => return Err(caller.not_found("STORAGE_UNIT_NOT_FOUND", "storage unit")),
-        };
+    /// A looked-up unit the caller may see.
+    fn seen_unit(caller: &Caller, found: Option<(StorageUnit, Facility)>) -> Result<(StorageUnit, Facility)> {
+        match found {
+            Some((u, f)) if caller.covers(&f.path) => Ok((u, f)),
+            Some(_) => Err(Error::PermissionDenied),
+            None => Err(caller.not_found("STORAGE_UNIT_NOT_FOUND", "storage unit")),
+        }
+    }
+
+    /// Refuses a unit out of service.
+    fn in_service(u: &StorageUnit) -> Result<()> {
         if !u.active {
             return Err(Error::precondition(
                 "STORAGE_UNIT_INACTIVE",
                 format!("storage unit {} is out of service", u.name),
             ));
         }
-        Ok((u, f))
+        Ok(())
     }
 
     async fn lot(&self, field: &str, lot: &LotRef) -> Result<LotInfo> {
@@ -331,44 +349,57 @@ impl App {
             return Err(Error::invalid("lines", "must hold 1..500 lines"));
         }
         let comment = validate::optional_text("comment", comment, 1000)?;
-        let mut drafts = Vec::new();
-        let mut lots = Vec::new();
-        let mut vvm_marks = Vec::new();
-        for (i, line) in lines.iter().enumerate() {
-            let unit_id = if line.storage_unit_id.is_empty() { storage_unit_id } else { &line.storage_unit_id };
-            let (unit, facility) =
-                self.unit_for(caller, Action::WriteStock, unit_id, &format!("lines[{i}].storage_unit_id")).await?;
-            if !matches!(facility.kind, FacilityKind::NationalStore | FacilityKind::StateStore) {
-                return Err(Error::precondition(
-                    "NOT_A_SUPPLY_STORE",
-                    "supplier deliveries go to a national or state store",
-                ));
-            }
-            let vials = positive(&format!("lines[{i}].vials"), line.vials)?;
-            let stage = vvm(&format!("lines[{i}].vvm_stage"), line.vvm_stage)?;
-            let (lot, info) = self.receipt_lot(caller, &format!("lines[{i}]"), &line.lot, &line.manufacturer).await?;
-            Self::check_usable(&info, &lot.lot_number)?;
-            self.check_profile(&info.product_id, &unit).await?;
-            let mut d = EntryDraft::new(EntryKind::Receipt, &unit.id, &facility.id, &info, vials);
-            d.comment.clone_from(&comment);
-            drafts.push(d);
-            if stage >= 3 {
-                // Booked so the ledger shows what arrived, then discarded at once.
-                let mut discard = EntryDraft::new(EntryKind::Adjustment, &unit.id, &facility.id, &info, -vials);
-                discard.adjustment_reason = AdjustmentReason::VvmDiscardPoint.as_i32();
-                discard.comment = "VVM at discard point on arrival".into();
-                drafts.push(discard);
-            }
-            if stage > 0 {
-                vvm_marks.push((unit.id.clone(), info.lot_id.clone(), stage));
-            }
-            lots.push(lot);
-        }
-        let mut op = Self::op(caller, request_id, drafts);
-        op.vvm = vvm_marks;
         let idem =
             Idempotency::from_request(caller, "ReceiveFromSupplier", request_id, &(storage_unit_id, &lines, &comment))?;
-        Ok((self.remember(idem.as_ref(), self.store.post(idem.as_ref(), &op).await).await?, lots))
+        let entries = self
+            .idempotent(idem.as_ref(), async {
+                let mut drafts = Vec::new();
+                let mut vvm_marks = Vec::new();
+                for (i, line) in lines.iter().enumerate() {
+                    let unit_id = if line.storage_unit_id.is_empty() { storage_unit_id } else { &line.storage_unit_id };
+                    let (unit, facility) = self
+                        .unit_for(caller, Action::WriteStock, unit_id, &format!("lines[{i}].storage_unit_id"))
+                        .await?;
+                    if !matches!(facility.kind, FacilityKind::NationalStore | FacilityKind::StateStore) {
+                        return Err(Error::precondition(
+                            "NOT_A_SUPPLY_STORE",
+                            "supplier deliveries go to a national or state store",
+                        ));
+                    }
+                    let vials = positive(&format!("lines[{i}].vials"), line.vials)?;
+                    let stage = vvm(&format!("lines[{i}].vvm_stage"), line.vvm_stage)?;
+                    let (lot, info) =
+                        self.receipt_lot(caller, &format!("lines[{i}]"), &line.lot, &line.manufacturer).await?;
+                    Self::check_usable(&info, &lot.lot_number)?;
+                    self.check_profile(&info.product_id, &unit).await?;
+                    let mut d = EntryDraft::new(EntryKind::Receipt, &unit.id, &facility.id, &info, vials);
+                    d.comment.clone_from(&comment);
+                    drafts.push(d);
+                    if stage >= 3 {
+                        // Booked so the ledger shows what arrived, then discarded at once.
+                        let mut discard = EntryDraft::new(EntryKind::Adjustment, &unit.id, &facility.id, &info, -vials);
+                        discard.adjustment_reason = AdjustmentReason::VvmDiscardPoint.as_i32();
+                        discard.comment = "VVM at discard point on arrival".into();
+                        drafts.push(discard);
+                    }
+                    if stage > 0 {
+                        vvm_marks.push((unit.id.clone(), info.lot_id.clone(), stage));
+                    }
+                }
+                let mut op = Self::op(caller, request_id, drafts);
+                op.vvm = vvm_marks;
+                self.store.post(idem.as_ref(), &op).await
+            })
+            .await?;
+        // The lots of the lines, read back from the receipts (one per line, in line order), so a
+        // retry answers with them as the first call did.
+        let mut lots = Vec::new();
+        for e in entries.iter().filter(|e| e.draft.kind == EntryKind::Receipt) {
+            lots.push(
+                self.store.get_lot(&e.draft.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?,
+            );
+        }
+        Ok((entries, lots))
     }
 
     /// Creates a draft shipment; lines without a source unit are split over the sender's units
@@ -384,98 +415,103 @@ impl App {
         comment: &str,
         expected_arrival: Option<NaiveDate>,
     ) -> Result<Shipment> {
-        let from = self.facility_for(caller, Action::WriteStock, from, "from_facility_id").await?;
+        caller.require(Action::WriteStock)?;
+        let from_id = validate::id("from_facility_id", from)?;
         let to_id = validate::id("to_facility_id", to)?;
-        // The destination may lie outside the sender's scope (a return to the parent store).
-        let to = self
-            .store
-            .get_facility(&to_id)
-            .await?
-            .ok_or_else(|| Error::not_found("FACILITY_NOT_FOUND", "destination facility not found"))?;
-        if to.id == from.id {
+        if to_id == from_id {
             return Err(Error::invalid_because("to_facility_id", "SAME_FACILITY", "must differ from from_facility_id"));
-        }
-        if to.kind == FacilityKind::SessionSite {
-            return Err(Error::precondition(
-                "INVALID_DESTINATION",
-                "session sites receive stock through session reports",
-            ));
         }
         if lines.is_empty() || lines.len() > 500 {
             return Err(Error::invalid("lines", "must hold 1..500 lines"));
         }
         let reference = validate::optional_text("reference", reference, 64)?;
+        let comment = validate::optional_text("comment", comment, 1000)?;
         let idem =
-            Idempotency::from_request(caller, "CreateShipment", request_id, &(&from.id, &to.id, &lines, &reference))?;
-        let mut out = Vec::new();
-        for (i, l) in lines.iter().enumerate() {
-            let vials = positive(&format!("lines[{i}].vials"), l.vials)?;
-            let info = self.lot(&format!("lines[{i}].lot_id"), &l.lot).await?;
-            let mk = |unit: &str, vials: i64| ShipmentLine {
-                id: new_id(),
-                lot_id: info.lot_id.clone(),
-                product_id: info.product_id.clone(),
-                vials,
-                doses_per_vial: info.doses_per_vial,
-                source_storage_unit_id: unit.to_owned(),
-                ..Default::default()
-            };
-            if l.source_storage_unit_id.is_empty() {
-                let mut left = vials;
-                for s in self.store.facility_stock(&from.id, Some(&info.product_id)).await? {
-                    if s.lot_id == info.lot_id && s.balance.available() > 0 && left > 0 {
-                        let take = s.balance.available().min(left);
-                        out.push(mk(&s.storage_unit_id, take));
-                        left -= take;
-                    }
-                }
-                if left > 0 {
-                    // Stock read outside the write: a retry of a create that succeeded may see
-                    // less of it, and must still get the shipment it created.
-                    let short = Error::precondition(
-                        st::INSUFFICIENT_STOCK,
-                        format!("lines[{i}]: {} has {} available vials of the lot", from.name, vials - left),
-                    );
-                    return self.remember(idem.as_ref(), Err(short)).await;
-                }
-            } else {
-                let (u, f) = self
-                    .unit_for(
-                        caller,
-                        Action::WriteStock,
-                        &l.source_storage_unit_id,
-                        &format!("lines[{i}].source_storage_unit_id"),
-                    )
-                    .await?;
-                if f.id != from.id {
-                    return Err(Error::precondition(
-                        st::STORAGE_UNIT_OTHER_FACILITY,
-                        format!("lines[{i}]: the unit is not at the sending facility"),
-                    ));
-                }
-                out.push(mk(&u.id, vials));
+            Idempotency::from_request(caller, "CreateShipment", request_id, &(&from_id, &to_id, &lines, &reference))?;
+        self.idempotent(idem.as_ref(), async {
+            let from = self.facility_for(caller, Action::WriteStock, &from_id, "from_facility_id").await?;
+            // The destination may lie outside the sender's scope (a return to the parent store).
+            let to = self
+                .store
+                .get_facility(&to_id)
+                .await?
+                .ok_or_else(|| Error::not_found("FACILITY_NOT_FOUND", "destination facility not found"))?;
+            if to.kind == FacilityKind::SessionSite {
+                return Err(Error::precondition(
+                    "INVALID_DESTINATION",
+                    "session sites receive stock through session reports",
+                ));
             }
-        }
-        let s = Shipment {
-            id: new_id(),
-            from_facility_id: from.id,
-            to_facility_id: to.id,
-            state: ShipmentState::Draft,
-            lines: out,
-            reference,
-            comment: validate::optional_text("comment", comment, 1000)?,
-            expected_arrival,
-            created_at: now(),
-            dispatched_at: None,
-            received_at: None,
-            cancelled_at: None,
-            created_by: caller.token_id.clone(),
-            dispatched_by: String::new(),
-            received_by: String::new(),
-            cancelled_by: String::new(),
-            cancel_comment: String::new(),
-        };
-        self.remember(idem.as_ref(), self.store.insert_shipment(idem.as_ref(), &s).await).await
+            let mut out = Vec::new();
+            for (i, l) in lines.iter().enumerate() {
+                let vials = positive(&format!("lines[{i}].vials"), l.vials)?;
+                let info = self.lot(&format!("lines[{i}].lot_id"), &l.lot).await?;
+                let mk = |unit: &str, vials: i64| ShipmentLine {
+                    id: new_id(),
+                    lot_id: info.lot_id.clone(),
+                    product_id: info.product_id.clone(),
+                    vials,
+                    doses_per_vial: info.doses_per_vial,
+                    source_storage_unit_id: unit.to_owned(),
+                    ..Default::default()
+                };
+                if l.source_storage_unit_id.is_empty() {
+                    // Stock read outside the write: a twin that finds it gone meanwhile still
+                    // answers with the shipment the first call created (see `idempotent`).
+                    let mut left = vials;
+                    for s in self.store.facility_stock(&from.id, Some(&info.product_id)).await? {
+                        if s.lot_id == info.lot_id && s.balance.available() > 0 && left > 0 {
+                            let take = s.balance.available().min(left);
+                            out.push(mk(&s.storage_unit_id, take));
+                            left -= take;
+                        }
+                    }
+                    if left > 0 {
+                        return Err(Error::precondition(
+                            st::INSUFFICIENT_STOCK,
+                            format!("lines[{i}]: {} has {} available vials of the lot", from.name, vials - left),
+                        ));
+                    }
+                } else {
+                    let (u, f) = self
+                        .unit_for(
+                            caller,
+                            Action::WriteStock,
+                            &l.source_storage_unit_id,
+                            &format!("lines[{i}].source_storage_unit_id"),
+                        )
+                        .await?;
+                    if f.id != from.id {
+                        return Err(Error::precondition(
+                            st::STORAGE_UNIT_OTHER_FACILITY,
+                            format!("lines[{i}]: the unit is not at the sending facility"),
+                        ));
+                    }
+                    out.push(mk(&u.id, vials));
+                }
+            }
+            let s = Shipment {
+                id: new_id(),
+                from_facility_id: from.id,
+                to_facility_id: to.id,
+                state: ShipmentState::Draft,
+                lines: out,
+                reference,
+                comment,
+                expected_arrival,
+                created_at: now(),
+                dispatched_at: None,
+                received_at: None,
+                cancelled_at: None,
+                created_by: caller.token_id.clone(),
+                dispatched_by: String::new(),
+                received_by: String::new(),
+                cancelled_by: String::new(),
+                cancel_comment: String::new(),
+            };
+            self.store.insert_shipment(idem.as_ref(), &s).await
+        })
+        .await
     }
 
     async fn shipment_for(&self, caller: &Caller, id: &str, side_from: Option<bool>) -> Result<Shipment> {
@@ -502,42 +538,47 @@ impl App {
     /// Dispatches a draft shipment: all lines leave their source units, or none do.
     pub async fn dispatch_shipment(&self, caller: &Caller, request_id: &str, id: &str) -> Result<Shipment> {
         caller.require(Action::WriteStock)?;
-        let mut s = self.shipment_for(caller, id, Some(true)).await?;
         let idem = Idempotency::from_request(caller, "DispatchShipment", request_id, &id)?;
-        if s.state != ShipmentState::Draft && idem.is_none() {
-            return Err(Error::precondition(st::INVALID_STATE, format!("the shipment is {:?}, not Draft", s.state)));
-        }
-        let stock = self.store.facility_stock(&s.from_facility_id, None).await?;
-        let mut drafts = Vec::new();
-        for line in &mut s.lines {
-            let info =
-                self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
-            Self::check_usable(&info, &line.lot_id)?;
-            let held =
-                stock.iter().find(|b| b.storage_unit_id == line.source_storage_unit_id && b.lot_id == line.lot_id);
-            line.dispatched_vvm_stage = held.map_or(0, |b| b.vvm_stage);
-            if line.dispatched_vvm_stage >= 3 {
+        self.idempotent(idem.as_ref(), async {
+            let mut s = self.shipment_for(caller, id, Some(true)).await?;
+            if s.state != ShipmentState::Draft && idem.is_none() {
                 return Err(Error::precondition(
-                    "VVM_DISCARD_POINT",
-                    format!("lot {} is at its VVM discard point", line.lot_id),
+                    st::INVALID_STATE,
+                    format!("the shipment is {:?}, not Draft", s.state),
                 ));
             }
-            let mut d = EntryDraft::new(
-                EntryKind::Dispatch,
-                &line.source_storage_unit_id,
-                &s.from_facility_id,
-                &info,
-                -line.vials,
-            );
-            d.shipment_id = Some(s.id.clone());
-            drafts.push(d);
-        }
-        s.state = ShipmentState::Dispatched;
-        s.dispatched_at = Some(now());
-        s.dispatched_by.clone_from(&caller.token_id);
-        let op = Self::op(caller, request_id, drafts);
-        self.remember(idem.as_ref(), self.store.advance_shipment(idem.as_ref(), ShipmentState::Draft, &s, &op).await)
-            .await
+            let stock = self.store.facility_stock(&s.from_facility_id, None).await?;
+            let mut drafts = Vec::new();
+            for line in &mut s.lines {
+                let info =
+                    self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                Self::check_usable(&info, &line.lot_id)?;
+                let held =
+                    stock.iter().find(|b| b.storage_unit_id == line.source_storage_unit_id && b.lot_id == line.lot_id);
+                line.dispatched_vvm_stage = held.map_or(0, |b| b.vvm_stage);
+                if line.dispatched_vvm_stage >= 3 {
+                    return Err(Error::precondition(
+                        "VVM_DISCARD_POINT",
+                        format!("lot {} is at its VVM discard point", line.lot_id),
+                    ));
+                }
+                let mut d = EntryDraft::new(
+                    EntryKind::Dispatch,
+                    &line.source_storage_unit_id,
+                    &s.from_facility_id,
+                    &info,
+                    -line.vials,
+                );
+                d.shipment_id = Some(s.id.clone());
+                drafts.push(d);
+            }
+            s.state = ShipmentState::Dispatched;
+            s.dispatched_at = Some(now());
+            s.dispatched_by.clone_from(&caller.token_id);
+            let op = Self::op(caller, request_id, drafts);
+            self.store.advance_shipment(idem.as_ref(), ShipmentState::Draft, &s, &op).await
+        })
+        .await
     }
 
     /// Replaces lines named by a scanned code with the shipment lines of that lot, filled in
@@ -604,123 +645,123 @@ impl App {
         accept_unlisted_in_full: bool,
     ) -> Result<Shipment> {
         caller.require(Action::WriteStock)?;
-        let mut s = self.shipment_for(caller, id, Some(false)).await?;
         let idem = Idempotency::from_request(
             caller,
             "ReceiveShipment",
             request_id,
             &(id, storage_unit_id, &lines, accept_unlisted_in_full),
         )?;
-        if s.state != ShipmentState::Dispatched && idem.is_none() {
-            return Err(Error::precondition(
-                st::INVALID_STATE,
-                format!("the shipment is {:?}, not Dispatched", s.state),
-            ));
-        }
-        let lines = self.expand_scanned_lines(&s, lines).await?;
-        for l in &lines {
-            if !s.lines.iter().any(|x| x.id == l.line_id) {
+        self.idempotent(idem.as_ref(), async {
+            let mut s = self.shipment_for(caller, id, Some(false)).await?;
+            if s.state != ShipmentState::Dispatched && idem.is_none() {
                 return Err(Error::precondition(
-                    "LOT_NOT_IN_SHIPMENT",
-                    format!("line {} is not in the shipment", l.line_id),
+                    st::INVALID_STATE,
+                    format!("the shipment is {:?}, not Dispatched", s.state),
                 ));
             }
-        }
-        let mut drafts = Vec::new();
-        let mut marks = Vec::new();
-        let to = s.to_facility_id.clone();
-        for (i, line) in s.lines.iter_mut().enumerate() {
-            let got = match lines.iter().find(|l| l.line_id == line.id) {
-                Some(l) => l.clone(),
-                None if accept_unlisted_in_full => ReceivedLine {
-                    line_id: line.id.clone(),
-                    received_vials: line.vials,
-                    vvm_stage: line.dispatched_vvm_stage,
-                    ..Default::default()
-                },
-                None => {
-                    return Err(Error::invalid_because(
-                        format!("lines[{i}]"),
-                        "MISSING_LINE",
-                        format!("line {} was not received", line.id),
+            let lines = self.expand_scanned_lines(&s, lines).await?;
+            for l in &lines {
+                if !s.lines.iter().any(|x| x.id == l.line_id) {
+                    return Err(Error::precondition(
+                        "LOT_NOT_IN_SHIPMENT",
+                        format!("line {} is not in the shipment", l.line_id),
                     ));
                 }
-            };
-            if !(0..=line.vials).contains(&got.received_vials) {
-                return Err(Error::invalid_because(
-                    format!("lines[{i}].received_vials"),
-                    "RECEIVED_EXCEEDS_DISPATCHED",
-                    format!("must be within 0..{}", line.vials),
-                ));
             }
-            let stage = vvm(&format!("lines[{i}].vvm_stage"), got.vvm_stage)?;
-            let unit_id = if got.storage_unit_id.is_empty() { storage_unit_id } else { &got.storage_unit_id };
-            let (unit, f) =
-                self.unit_for(caller, Action::WriteStock, unit_id, &format!("lines[{i}].storage_unit_id")).await?;
-            if f.id != to {
-                return Err(Error::precondition(
-                    st::STORAGE_UNIT_OTHER_FACILITY,
-                    format!("lines[{i}]: the unit is not at the receiving facility"),
-                ));
-            }
-            let info =
-                self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
-            self.check_profile(&info.product_id, &unit).await?;
-            let short = line.vials - got.received_vials;
-            let comment = validate::optional_text(&format!("lines[{i}].comment"), &got.comment, 1000)?;
-            if short > 0 {
-                let reason = DiscrepancyReason::from_i32(got.discrepancy_reason).ok_or_else(|| {
-                    Error::invalid_because(
-                        format!("lines[{i}].discrepancy_reason"),
-                        "DISCREPANCY_REASON_REQUIRED",
-                        "say why vials are missing",
-                    )
-                })?;
-                if reason == DiscrepancyReason::Other && comment.is_empty() {
+            let mut drafts = Vec::new();
+            let mut marks = Vec::new();
+            let to = s.to_facility_id.clone();
+            for (i, line) in s.lines.iter_mut().enumerate() {
+                let got = match lines.iter().find(|l| l.line_id == line.id) {
+                    Some(l) => l.clone(),
+                    None if accept_unlisted_in_full => ReceivedLine {
+                        line_id: line.id.clone(),
+                        received_vials: line.vials,
+                        vvm_stage: line.dispatched_vvm_stage,
+                        ..Default::default()
+                    },
+                    None => {
+                        return Err(Error::invalid_because(
+                            format!("lines[{i}]"),
+                            "MISSING_LINE",
+                            format!("line {} was not received", line.id),
+                        ));
+                    }
+                };
+                if !(0..=line.vials).contains(&got.received_vials) {
                     return Err(Error::invalid_because(
-                        format!("lines[{i}].comment"),
-                        "COMMENT_REQUIRED",
-                        "explain the discrepancy",
+                        format!("lines[{i}].received_vials"),
+                        "RECEIVED_EXCEEDS_DISPATCHED",
+                        format!("must be within 0..{}", line.vials),
                     ));
                 }
-                let mut loss = EntryDraft::new(EntryKind::TransitLoss, &unit.id, &to, &info, -short);
-                loss.storage_unit_id = None;
-                loss.draws_available = false;
-                loss.discrepancy_reason = reason.as_i32();
-                loss.comment.clone_from(&comment);
-                loss.shipment_id = Some(s.id.clone());
-                drafts.push(loss);
-                line.discrepancy_reason = reason.as_i32();
-            }
-            if got.received_vials > 0 {
-                let mut d = EntryDraft::new(EntryKind::ShipmentReceipt, &unit.id, &to, &info, got.received_vials);
-                d.shipment_id = Some(s.id.clone());
-                drafts.push(d);
-                if stage >= 3 {
-                    let mut discard = EntryDraft::new(EntryKind::Adjustment, &unit.id, &to, &info, -got.received_vials);
-                    discard.adjustment_reason = AdjustmentReason::VvmDiscardPoint.as_i32();
-                    discard.comment = "VVM at discard point on arrival".into();
-                    discard.shipment_id = Some(s.id.clone());
-                    drafts.push(discard);
+                let stage = vvm(&format!("lines[{i}].vvm_stage"), got.vvm_stage)?;
+                let unit_id = if got.storage_unit_id.is_empty() { storage_unit_id } else { &got.storage_unit_id };
+                let (unit, f) =
+                    self.unit_for(caller, Action::WriteStock, unit_id, &format!("lines[{i}].storage_unit_id")).await?;
+                if f.id != to {
+                    return Err(Error::precondition(
+                        st::STORAGE_UNIT_OTHER_FACILITY,
+                        format!("lines[{i}]: the unit is not at the receiving facility"),
+                    ));
                 }
-                if stage > 0 {
-                    marks.push((unit.id.clone(), info.lot_id.clone(), stage));
+                let info =
+                    self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                self.check_profile(&info.product_id, &unit).await?;
+                let short = line.vials - got.received_vials;
+                let comment = validate::optional_text(&format!("lines[{i}].comment"), &got.comment, 1000)?;
+                if short > 0 {
+                    let reason = DiscrepancyReason::from_i32(got.discrepancy_reason).ok_or_else(|| {
+                        Error::invalid_because(
+                            format!("lines[{i}].discrepancy_reason"),
+                            "DISCREPANCY_REASON_REQUIRED",
+                            "say why vials are missing",
+                        )
+                    })?;
+                    if reason == DiscrepancyReason::Other && comment.is_empty() {
+                        return Err(Error::invalid_because(
+                            format!("lines[{i}].comment"),
+                            "COMMENT_REQUIRED",
+                            "explain the discrepancy",
+                        ));
+                    }
+                    let mut loss = EntryDraft::new(EntryKind::TransitLoss, &unit.id, &to, &info, -short);
+                    loss.storage_unit_id = None;
+                    loss.draws_available = false;
+                    loss.discrepancy_reason = reason.as_i32();
+                    loss.comment.clone_from(&comment);
+                    loss.shipment_id = Some(s.id.clone());
+                    drafts.push(loss);
+                    line.discrepancy_reason = reason.as_i32();
                 }
+                if got.received_vials > 0 {
+                    let mut d = EntryDraft::new(EntryKind::ShipmentReceipt, &unit.id, &to, &info, got.received_vials);
+                    d.shipment_id = Some(s.id.clone());
+                    drafts.push(d);
+                    if stage >= 3 {
+                        let mut discard =
+                            EntryDraft::new(EntryKind::Adjustment, &unit.id, &to, &info, -got.received_vials);
+                        discard.adjustment_reason = AdjustmentReason::VvmDiscardPoint.as_i32();
+                        discard.comment = "VVM at discard point on arrival".into();
+                        discard.shipment_id = Some(s.id.clone());
+                        drafts.push(discard);
+                    }
+                    if stage > 0 {
+                        marks.push((unit.id.clone(), info.lot_id.clone(), stage));
+                    }
+                }
+                line.received_vials = got.received_vials;
+                line.received_storage_unit_id = unit.id.clone();
+                line.received_vvm_stage = stage;
+                line.receive_comment = comment;
             }
-            line.received_vials = got.received_vials;
-            line.received_storage_unit_id = unit.id.clone();
-            line.received_vvm_stage = stage;
-            line.receive_comment = comment;
-        }
-        s.state = ShipmentState::Received;
-        s.received_at = Some(now());
-        s.received_by.clone_from(&caller.token_id);
-        let mut op = Self::op(caller, request_id, drafts);
-        op.vvm = marks;
-        self.remember(
-            idem.as_ref(),
-            self.store.advance_shipment(idem.as_ref(), ShipmentState::Dispatched, &s, &op).await,
-        )
+            s.state = ShipmentState::Received;
+            s.received_at = Some(now());
+            s.received_by.clone_from(&caller.token_id);
+            let mut op = Self::op(caller, request_id, drafts);
+            op.vvm = marks;
+            self.store.advance_shipment(idem.as_ref(), ShipmentState::Dispatched, &s, &op).await
+        })
         .await
     }
 
@@ -735,42 +776,48 @@ impl App {
         caller.require(Action::WriteStock)?;
         let comment = validate::text("comment", comment, 1000)
             .map_err(|_| Error::invalid_because("comment", "COMMENT_REQUIRED", "say why the shipment is cancelled"))?;
-        let mut s = self.shipment_for(caller, id, Some(true)).await?;
         let idem = Idempotency::from_request(caller, "CancelShipment", request_id, &(id, &comment))?;
-        let from = s.state;
-        if !matches!(from, ShipmentState::Draft | ShipmentState::Dispatched) && idem.is_none() {
-            return Err(Error::precondition(st::INVALID_STATE, format!("a {from:?} shipment cannot be cancelled")));
-        }
-        let mut drafts = Vec::new();
-        if from == ShipmentState::Dispatched {
-            for line in &s.lines {
-                let info =
-                    self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
-                let mut d = EntryDraft::new(
-                    EntryKind::DispatchCancelled,
-                    &line.source_storage_unit_id,
-                    &s.from_facility_id,
-                    &info,
-                    line.vials,
-                );
-                d.shipment_id = Some(s.id.clone());
-                d.comment.clone_from(&comment);
-                drafts.push(d);
+        self.idempotent(idem.as_ref(), async {
+            let mut s = self.shipment_for(caller, id, Some(true)).await?;
+            let from = s.state;
+            if !matches!(from, ShipmentState::Draft | ShipmentState::Dispatched) && idem.is_none() {
+                return Err(Error::precondition(st::INVALID_STATE, format!("a {from:?} shipment cannot be cancelled")));
             }
-        }
-        s.state = ShipmentState::Cancelled;
-        s.cancelled_at = Some(now());
-        s.cancelled_by.clone_from(&caller.token_id);
-        s.cancel_comment = comment;
-        let op = Self::op(caller, request_id, drafts);
-        // A replayed request finds the original state in the idempotency record, so the
-        // transition below is only checked for fresh requests.
-        let expected = if idem.is_some() && !matches!(from, ShipmentState::Draft | ShipmentState::Dispatched) {
-            ShipmentState::Dispatched
-        } else {
-            from
-        };
-        self.remember(idem.as_ref(), self.store.advance_shipment(idem.as_ref(), expected, &s, &op).await).await
+            let mut drafts = Vec::new();
+            if from == ShipmentState::Dispatched {
+                for line in &s.lines {
+                    let info = self
+                        .store
+                        .lot_info(&line.lot_id)
+                        .await?
+                        .ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                    let mut d = EntryDraft::new(
+                        EntryKind::DispatchCancelled,
+                        &line.source_storage_unit_id,
+                        &s.from_facility_id,
+                        &info,
+                        line.vials,
+                    );
+                    d.shipment_id = Some(s.id.clone());
+                    d.comment.clone_from(&comment);
+                    drafts.push(d);
+                }
+            }
+            s.state = ShipmentState::Cancelled;
+            s.cancelled_at = Some(now());
+            s.cancelled_by.clone_from(&caller.token_id);
+            s.cancel_comment = comment;
+            let op = Self::op(caller, request_id, drafts);
+            // A replayed request finds the original state in the idempotency record, so the
+            // transition below is only checked for fresh requests.
+            let expected = if idem.is_some() && !matches!(from, ShipmentState::Draft | ShipmentState::Dispatched) {
+                ShipmentState::Dispatched
+            } else {
+                from
+            };
+            self.store.advance_shipment(idem.as_ref(), expected, &s, &op).await
+        })
+        .await
     }
 
     /// Lists shipments in scope.
@@ -827,8 +874,6 @@ impl App {
         }
         let vials = positive("vials", vials)?;
         let info = self.lot("lot_id", lot).await?;
-        Self::check_usable(&info, &info.lot_id)?;
-        self.check_profile(&info.product_id, &to).await?;
         let comment = validate::optional_text("comment", comment, 1000)?;
         let mut out = EntryDraft::new(EntryKind::TransferOut, &from.id, &ff.id, &info, -vials);
         out.comment.clone_from(&comment);
@@ -836,7 +881,17 @@ impl App {
         into.comment = comment;
         let op = Self::op(caller, request_id, vec![out, into]);
         let idem = Idempotency::from_request(caller, "TransferStock", request_id, &op.drafts)?;
-        let mut e = self.remember(idem.as_ref(), self.store.post(idem.as_ref(), &op).await).await?.into_iter();
+        // What may change over time is checked after the key is looked up.
+        let written = self
+            .idempotent(idem.as_ref(), async {
+                Self::in_service(&from)?;
+                Self::in_service(&to)?;
+                Self::check_usable(&info, &info.lot_id)?;
+                self.check_profile(&info.product_id, &to).await?;
+                self.store.post(idem.as_ref(), &op).await
+            })
+            .await?;
+        let mut e = written.into_iter();
         match (e.next(), e.next()) {
             (Some(a), Some(b)) => Ok((a, b)),
             _ => Err(Error::Internal("transfer wrote fewer than two entries".into())),
@@ -854,7 +909,7 @@ impl App {
         reason: i32,
         comment: &str,
     ) -> Result<LedgerEntry> {
-        let (unit, f) = self.unit_for(caller, Action::WriteStock, unit_id, "storage_unit_id").await?;
+        let (unit, f) = self.unit_seen(caller, Action::WriteStock, unit_id, "storage_unit_id").await?;
         let info = self.lot("lot_id", lot).await?;
         let reason = AdjustmentReason::from_i32(reason).ok_or_else(|| Error::invalid("reason", "is required"))?;
         if quantity_vials == 0 || quantity_vials.abs() > 10_000_000 {
@@ -880,11 +935,14 @@ impl App {
         d.comment = comment;
         let op = Self::op(caller, request_id, vec![d]);
         let idem = Idempotency::from_request(caller, "AdjustStock", request_id, &op.drafts)?;
-        self.remember(idem.as_ref(), self.store.post(idem.as_ref(), &op).await)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Internal("no entry".into()))
+        self.idempotent(idem.as_ref(), async {
+            Self::in_service(&unit)?;
+            self.store.post(idem.as_ref(), &op).await
+        })
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Internal("no entry".into()))
     }
 
     /// Records a physical count at a facility; differences become COUNT_CORRECTION entries
@@ -898,91 +956,121 @@ impl App {
         complete_units: &[String],
         comment: &str,
     ) -> Result<(String, Vec<CountResult>)> {
-        let f = self.facility_for(caller, Action::WriteStock, facility_id, "facility_id").await?;
+        caller.require(Action::WriteStock)?;
+        let facility_id = validate::id("facility_id", facility_id)?;
         if lines.len() > 2000 || (lines.is_empty() && complete_units.is_empty()) {
             return Err(Error::invalid("lines", "must hold 1..2000 lines"));
         }
         let comment = validate::optional_text("comment", comment, 1000)?;
-        let count_id = new_id();
-        let mut targets: Vec<(String, LotInfo, i64, i32)> = Vec::new();
-        for (i, l) in lines.iter().enumerate() {
-            let (u, uf) = self
-                .unit_for(caller, Action::WriteStock, &l.storage_unit_id, &format!("lines[{i}].storage_unit_id"))
-                .await?;
-            if uf.id != f.id {
-                return Err(Error::precondition(
-                    st::STORAGE_UNIT_OTHER_FACILITY,
-                    format!("lines[{i}]: the unit is not at the counted facility"),
-                ));
-            }
-            if !(0..=10_000_000).contains(&l.counted_vials) {
-                return Err(Error::invalid(format!("lines[{i}].counted_vials"), "must be within 0..10000000"));
-            }
-            let info = self.lot(&format!("lines[{i}].lot_id"), &l.lot).await?;
-            if targets.iter().any(|(tu, ti, _, _)| *tu == u.id && ti.lot_id == info.lot_id) {
-                return Err(Error::invalid_because(format!("lines[{i}]"), "DUPLICATE_LINE", "each (unit, lot) once"));
-            }
-            targets.push((u.id, info, l.counted_vials, vvm(&format!("lines[{i}].vvm_stage"), l.vvm_stage)?));
-        }
-        let held = self.store.facility_stock(&f.id, None).await?;
-        for unit in complete_units {
-            let unit = validate::id("complete_storage_unit_ids", unit)?;
-            for s in held.iter().filter(|s| s.storage_unit_id == unit) {
-                if !targets.iter().any(|(tu, ti, _, _)| *tu == unit && ti.lot_id == s.lot_id) {
-                    let info = LotInfo {
-                        lot_id: s.lot_id.clone(),
-                        product_id: s.product_id.clone(),
-                        doses_per_vial: s.doses_per_vial,
-                        expiry: s.expiry,
-                    };
-                    targets.push((unit.clone(), info, 0, 0));
-                }
-            }
-        }
-        let mut drafts = Vec::new();
-        let mut marks = Vec::new();
-        for (unit, info, counted, stage) in &targets {
-            let mut d = EntryDraft::new(EntryKind::CountCorrection, unit, &f.id, info, 0);
-            d.count_to = Some(*counted);
-            d.physical_count_id = Some(count_id.clone());
-            d.comment.clone_from(&comment);
-            drafts.push(d);
-            if *stage > 0 {
-                marks.push((unit.clone(), info.lot_id.clone(), *stage));
-            }
-        }
-        let mut op = Self::op(caller, request_id, drafts);
-        op.vvm = marks;
-        let idem =
-            Idempotency::from_request(caller, "RecordPhysicalCount", request_id, &(&f.id, &lines, complete_units))?;
-        // The answer is recorded whole under the request_id: rebuilt on a retry, a count that
-        // corrected nothing would get a new id, and the lots of a complete unit would be those
-        // of the stock at the time of the retry.
-        let answer = |entries: &[LedgerEntry]| -> Result<serde_json::Value> {
-            let results: Vec<CountResult> = targets
-                .iter()
-                .map(|(unit, info, counted, _)| {
-                    let correction = entries
-                        .iter()
-                        .find(|e| {
-                            e.draft.storage_unit_id.as_deref() == Some(unit.as_str()) && e.draft.lot_id == info.lot_id
-                        })
-                        .cloned();
-                    let expected =
-                        correction.as_ref().map_or(*counted, |c| c.balance_after_vials - c.draft.quantity_vials);
-                    CountResult {
-                        storage_unit_id: unit.clone(),
-                        lot_id: info.lot_id.clone(),
-                        expected_vials: expected,
-                        counted_vials: *counted,
-                        correction,
+        let idem = Idempotency::from_request(
+            caller,
+            "RecordPhysicalCount",
+            request_id,
+            &(&facility_id, &lines, complete_units),
+        )?;
+        let answer = self
+            .idempotent(idem.as_ref(), async {
+                let f = self.facility_for(caller, Action::WriteStock, &facility_id, "facility_id").await?;
+                let count_id = new_id();
+                let mut targets: Vec<(String, LotInfo, i64, i32)> = Vec::new();
+                for (i, l) in lines.iter().enumerate() {
+                    let (u, uf) = self
+                        .unit_for(
+                            caller,
+                            Action::WriteStock,
+                            &l.storage_unit_id,
+                            &format!("lines[{i}].storage_unit_id"),
+                        )
+                        .await?;
+                    if uf.id != f.id {
+                        return Err(Error::precondition(
+                            st::STORAGE_UNIT_OTHER_FACILITY,
+                            format!("lines[{i}]: the unit is not at the counted facility"),
+                        ));
                     }
-                })
-                .collect();
-            Ok(serde_json::to_value((&count_id, results))?)
-        };
-        let answered = self.store.post_answering(idem.as_ref(), &op, &answer).await;
-        Ok(serde_json::from_value(self.remember(idem.as_ref(), answered).await?)?)
+                    if !(0..=10_000_000).contains(&l.counted_vials) {
+                        return Err(Error::invalid(format!("lines[{i}].counted_vials"), "must be within 0..10000000"));
+                    }
+                    let info = self.lot(&format!("lines[{i}].lot_id"), &l.lot).await?;
+                    if targets.iter().any(|(tu, ti, _, _)| *tu == u.id && ti.lot_id == info.lot_id) {
+                        return Err(Error::invalid_because(
+                            format!("lines[{i}]"),
+                            "DUPLICATE_LINE",
+                            "each (unit, lot) once",
+                        ));
+                    }
+                    targets.push((u.id, info, l.counted_vials, vvm(&format!("lines[{i}].vvm_stage"), l.vvm_stage)?));
+                }
+                let held = self.store.facility_stock(&f.id, None).await?;
+                for unit in complete_units {
+                    let unit = validate::id("complete_storage_unit_ids", unit)?;
+                    for s in held.iter().filter(|s| s.storage_unit_id == unit) {
+                        if !targets.iter().any(|(tu, ti, _, _)| *tu == unit && ti.lot_id == s.lot_id) {
+                            let info = LotInfo {
+                                lot_id: s.lot_id.clone(),
+                                product_id: s.product_id.clone(),
+                                doses_per_vial: s.doses_per_vial,
+                                expiry: s.expiry,
+                            };
+                            targets.push((unit.clone(), info, 0, 0));
+                        }
+                    }
+                }
+                let mut drafts = Vec::new();
+                let mut marks = Vec::new();
+                for (unit, info, counted, stage) in &targets {
+                    let mut d = EntryDraft::new(EntryKind::CountCorrection, unit, &f.id, info, 0);
+                    d.count_to = Some(*counted);
+                    d.physical_count_id = Some(count_id.clone());
+                    d.comment.clone_from(&comment);
+                    drafts.push(d);
+                    if *stage > 0 {
+                        marks.push((unit.clone(), info.lot_id.clone(), *stage));
+                    }
+                }
+                let mut op = Self::op(caller, request_id, drafts);
+                op.vvm = marks;
+                let counted: Vec<(String, String, i64)> =
+                    targets.into_iter().map(|(unit, info, counted, _)| (unit, info.lot_id, counted)).collect();
+                // The answer is recorded whole under the request_id: rebuilt on a retry, a count that
+                // corrected nothing would get a new id, and the lots of a complete unit would be those
+                // of the stock at the time of the retry.
+                let answer =
+                    |entries: &[LedgerEntry]| Ok(serde_json::to_value((&count_id, count_results(&counted, entries)))?);
+                self.store.post_answering(idem.as_ref(), &op, &answer).await
+            })
+            .await?;
+        self.read_count_answer(answer, &lines).await
+    }
+
+    /// Reads a RecordPhysicalCount answer kept under a request_id. Versions before the whole
+    /// answer was kept recorded only the correction entries written (a plain list); such an
+    /// answer is rebuilt as those versions did on a retry: the count id from the entries, a
+    /// result per counted line, and one per correction of a lot missing from a complete unit.
+    async fn read_count_answer(
+        &self,
+        answer: serde_json::Value,
+        lines: &[CountLine],
+    ) -> Result<(String, Vec<CountResult>)> {
+        // Now kept as [count_id, results]; before, as [entry, ...] (possibly empty).
+        if answer.get(0).is_some_and(serde_json::Value::is_string) {
+            return Ok(serde_json::from_value(answer)?);
+        }
+        let entries: Vec<LedgerEntry> = serde_json::from_value(answer)?;
+        let count_id = entries.iter().find_map(|e| e.draft.physical_count_id.clone()).unwrap_or_default();
+        let mut counted: Vec<(String, String, i64)> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            let unit = validate::id(&format!("lines[{i}].storage_unit_id"), &l.storage_unit_id)?;
+            let lot = self.lot(&format!("lines[{i}].lot_id"), &l.lot).await?.lot_id;
+            counted.push((unit, lot, l.counted_vials));
+        }
+        for e in &entries {
+            let unit = e.draft.storage_unit_id.clone().unwrap_or_default();
+            if !counted.iter().any(|(u, l, _)| *u == unit && *l == e.draft.lot_id) {
+                counted.push((unit, e.draft.lot_id.clone(), e.balance_after_vials));
+            }
+        }
+        Ok((count_id, count_results(&counted, &entries)))
     }
 
     /// Records a session's use of vials, with the WHO multi-dose vial policy for opened vials.
@@ -1009,23 +1097,18 @@ impl App {
                 ));
             }
         };
-        if session_date > today() {
-            return Err(Error::precondition(
-                "SESSION_DATE_IN_FUTURE",
-                format!("session date {session_date} is in the future"),
-            ));
-        }
         if lines.is_empty() || lines.len() > 100 {
             return Err(Error::invalid("session_report.lines", "must hold 1..100 lines"));
         }
-        let report_id = new_id();
-        let mut drafts = Vec::new();
+        // Only what cannot change over time is resolved before the key is looked up: the units
+        // and lots the lines name (the request's fingerprint is made of them).
+        let mut resolved = Vec::new();
         let mut out_lines = Vec::new();
         for (i, (lot, mut line)) in lines.into_iter().enumerate() {
             let unit_id =
                 if line.storage_unit_id.is_empty() { storage_unit_id.to_owned() } else { line.storage_unit_id.clone() };
             let (unit, uf) = self
-                .unit_for(caller, Action::WriteStock, &unit_id, &format!("session_report.lines[{i}].storage_unit_id"))
+                .unit_seen(caller, Action::WriteStock, &unit_id, &format!("session_report.lines[{i}].storage_unit_id"))
                 .await?;
             if uf.id != stock_facility {
                 return Err(Error::precondition(
@@ -1041,54 +1124,69 @@ impl App {
                 ));
             }
             let info = self.lot(&format!("session_report.lines[{i}].lot_id"), &lot).await?;
-            let product = self
-                .store
-                .get_product(&info.product_id)
-                .await?
-                .ok_or_else(|| Error::Internal("product vanished".into()))?;
-            let mdvp = product.multi_dose_vial_policy && product.presentation == crate::domain::Presentation::Liquid;
-            line.check(i, info.doses_per_vial, mdvp)?;
-            if line.vials_issued > 0 {
-                Self::check_usable(&info, &info.lot_id)?;
-            }
             line.lot_id.clone_from(&info.lot_id);
             line.storage_unit_id.clone_from(&unit.id);
-            let mut push = |kind: EntryKind, q: i64| {
-                if q != 0 {
-                    let mut d = EntryDraft::new(kind, &unit.id, &uf.id, &info, q);
-                    d.session_report_id = Some(report_id.clone());
-                    if kind == EntryKind::SessionDiscard {
-                        d.adjustment_reason = line.discard_reason;
-                    }
-                    drafts.push(d);
-                }
-            };
-            push(EntryKind::SessionIssue, -line.vials_issued);
-            push(EntryKind::SessionReturn, line.unopened_vials_returned + line.unopened_vials_discarded);
-            push(EntryKind::SessionDiscard, -line.unopened_vials_discarded);
             out_lines.push((line, info.product_id.clone(), info.doses_per_vial));
+            resolved.push((unit, uf, info));
         }
-        let report = SessionReport {
-            id: report_id,
-            facility_id: site.id.clone(),
-            storage_unit_id: storage_unit_id.to_owned(),
-            session_date,
-            lines: out_lines,
-            comment: validate::optional_text("session_report.comment", comment, 1000)?,
-            submitted_at: now(),
-            submitted_by: caller.token_id.clone(),
-            ledger_entry_ids: Vec::new(),
-        };
-        let op = Self::op(caller, request_id, drafts);
         let idem = Idempotency::from_request(
             caller,
             "SubmitSessionReport",
             request_id,
-            &(&report.facility_id, &report.session_date, &report.lines),
+            &(&site.id, &session_date, &out_lines),
         )?;
-        let reuse_from = session_date.checked_sub_days(Days::new(st::MDVP_DAYS as u64)).unwrap_or(session_date);
-        self.remember(idem.as_ref(), self.store.insert_session_report(idem.as_ref(), &report, &op, reuse_from).await)
-            .await
+        self.idempotent(idem.as_ref(), async {
+            if session_date > today() {
+                return Err(Error::precondition(
+                    "SESSION_DATE_IN_FUTURE",
+                    format!("session date {session_date} is in the future"),
+                ));
+            }
+            let report_id = new_id();
+            let mut drafts = Vec::new();
+            for (i, ((line, _, _), (unit, uf, info))) in out_lines.iter().zip(&resolved).enumerate() {
+                Self::in_service(unit)?;
+                let product = self
+                    .store
+                    .get_product(&info.product_id)
+                    .await?
+                    .ok_or_else(|| Error::Internal("product vanished".into()))?;
+                let mdvp =
+                    product.multi_dose_vial_policy && product.presentation == crate::domain::Presentation::Liquid;
+                line.check(i, info.doses_per_vial, mdvp)?;
+                if line.vials_issued > 0 {
+                    Self::check_usable(info, &info.lot_id)?;
+                }
+                let mut push = |kind: EntryKind, q: i64| {
+                    if q != 0 {
+                        let mut d = EntryDraft::new(kind, &unit.id, &uf.id, info, q);
+                        d.session_report_id = Some(report_id.clone());
+                        if kind == EntryKind::SessionDiscard {
+                            d.adjustment_reason = line.discard_reason;
+                        }
+                        drafts.push(d);
+                    }
+                };
+                push(EntryKind::SessionIssue, -line.vials_issued);
+                push(EntryKind::SessionReturn, line.unopened_vials_returned + line.unopened_vials_discarded);
+                push(EntryKind::SessionDiscard, -line.unopened_vials_discarded);
+            }
+            let report = SessionReport {
+                id: report_id,
+                facility_id: site.id.clone(),
+                storage_unit_id: storage_unit_id.to_owned(),
+                session_date,
+                lines: out_lines.clone(),
+                comment: validate::optional_text("session_report.comment", comment, 1000)?,
+                submitted_at: now(),
+                submitted_by: caller.token_id.clone(),
+                ledger_entry_ids: Vec::new(),
+            };
+            let op = Self::op(caller, request_id, drafts);
+            let reuse_from = session_date.checked_sub_days(Days::new(st::MDVP_DAYS as u64)).unwrap_or(session_date);
+            self.store.insert_session_report(idem.as_ref(), &report, &op, reuse_from).await
+        })
+        .await
     }
 
     /// Reverses an entry (with its transfer leg or whole session report).
@@ -1107,32 +1205,36 @@ impl App {
             self.store.get_entry(&id).await?.ok_or_else(|| caller.not_found("ENTRY_NOT_FOUND", "ledger entry"))?;
         caller.require_at(Action::WriteStock, &path)?;
         let idem = Idempotency::from_request(caller, "ReverseLedgerEntry", request_id, &(&id, &comment))?;
-        if !st::reversible(entry.draft.kind) {
-            return Err(Error::precondition(
-                st::NOT_REVERSIBLE,
-                format!(
-                    "a {:?} entry cannot be reversed; cancel the shipment or assess the exposure instead",
-                    entry.draft.kind
-                ),
-            ));
-        }
-        if entry.reversed_by.is_some() && idem.is_none() {
-            return Err(Error::precondition(st::ALREADY_REVERSED, "the entry has already been reversed"));
-        }
-        let group = matches!(
-            entry.draft.kind,
-            EntryKind::TransferOut
-                | EntryKind::TransferIn
-                | EntryKind::SessionIssue
-                | EntryKind::SessionReturn
-                | EntryKind::SessionDiscard
-        );
-        let targets =
-            if group { self.store.operation_entries(&entry.operation_id).await? } else { vec![entry.clone()] };
-        // Later entries first, so a return is undone before the issue it came from.
-        let drafts = targets.iter().rev().map(|e| st::reversal_of(e, &comment)).collect();
-        let op = Self::op(caller, request_id, drafts);
-        let written = self.remember(idem.as_ref(), self.store.post(idem.as_ref(), &op).await).await?;
+        let written = self
+            .idempotent(idem.as_ref(), async {
+                if !st::reversible(entry.draft.kind) {
+                    return Err(Error::precondition(
+                        st::NOT_REVERSIBLE,
+                        format!(
+                            "a {:?} entry cannot be reversed; cancel the shipment or assess the exposure instead",
+                            entry.draft.kind
+                        ),
+                    ));
+                }
+                if entry.reversed_by.is_some() && idem.is_none() {
+                    return Err(Error::precondition(st::ALREADY_REVERSED, "the entry has already been reversed"));
+                }
+                let group = matches!(
+                    entry.draft.kind,
+                    EntryKind::TransferOut
+                        | EntryKind::TransferIn
+                        | EntryKind::SessionIssue
+                        | EntryKind::SessionReturn
+                        | EntryKind::SessionDiscard
+                );
+                let targets =
+                    if group { self.store.operation_entries(&entry.operation_id).await? } else { vec![entry.clone()] };
+                // Later entries first, so a return is undone before the issue it came from.
+                let drafts = targets.iter().rev().map(|e| st::reversal_of(e, &comment)).collect();
+                let op = Self::op(caller, request_id, drafts);
+                self.store.post(idem.as_ref(), &op).await
+            })
+            .await?;
         written
             .into_iter()
             .find(|e| e.draft.reverses_entry_id.as_deref() == Some(id.as_str()))
@@ -1234,33 +1336,34 @@ impl App {
         min: i64,
         max: i64,
     ) -> Result<StockPolicy> {
-        let f = self.facility_for(caller, Action::SetPolicies, facility_id, "policy.facility_id").await?;
+        caller.require(Action::SetPolicies)?;
+        let facility_id = validate::id("policy.facility_id", facility_id)?;
         let product_id = validate::id("policy.product_id", product_id)?;
-        self.store
-            .get_product(&product_id)
-            .await?
-            .ok_or_else(|| Error::not_found("PRODUCT_NOT_FOUND", "product not found"))?;
         if min < 0 || max < 0 {
             return Err(Error::invalid("policy.min_doses", "must not be negative"));
         }
         if max != 0 && min > max {
             return Err(Error::invalid_because("policy.min_doses", "MIN_ABOVE_MAX", "must not exceed max_doses"));
         }
-        let p = StockPolicy {
-            facility_id: f.id,
-            product_id,
-            min_doses: min,
-            max_doses: max,
-            updated_at: now(),
-            updated_by: caller.token_id.clone(),
-        };
-        let idem = Idempotency::from_request(
-            caller,
-            "SetStockPolicy",
-            request_id,
-            &(&p.facility_id, &p.product_id, min, max),
-        )?;
-        self.remember(idem.as_ref(), self.store.set_policy(idem.as_ref(), &p).await).await
+        let idem =
+            Idempotency::from_request(caller, "SetStockPolicy", request_id, &(&facility_id, &product_id, min, max))?;
+        self.idempotent(idem.as_ref(), async {
+            let f = self.facility_for(caller, Action::SetPolicies, &facility_id, "policy.facility_id").await?;
+            self.store
+                .get_product(&product_id)
+                .await?
+                .ok_or_else(|| Error::not_found("PRODUCT_NOT_FOUND", "product not found"))?;
+            let p = StockPolicy {
+                facility_id: f.id,
+                product_id: product_id.clone(),
+                min_doses: min,
+                max_doses: max,
+                updated_at: now(),
+                updated_by: caller.token_id.clone(),
+            };
+            self.store.set_policy(idem.as_ref(), &p).await
+        })
+        .await
     }
 
     /// Lists policies in scope.
@@ -1310,74 +1413,79 @@ impl App {
             request_id,
             &(&id, decision, discard_reason, discard_vials, &comment),
         )?;
-        if x.end.is_none() {
-            return Err(Error::precondition(
-                "EXPOSURE_ONGOING",
-                "the alarm is still going on; assess once it has ended",
-            ));
-        }
-        let (discard, reason) = match decision {
-            1 => (0, 0),
-            2 => {
-                let reason = AdjustmentReason::from_i32(discard_reason).ok_or_else(|| {
-                    Error::invalid_because(
-                        "discard_reason",
-                        "DISCARD_REASON_REQUIRED",
-                        "say why the vials are discarded",
-                    )
-                })?;
-                let n = if discard_vials == 0 { x.quarantined_vials } else { discard_vials };
-                if !(1..=x.quarantined_vials.max(1)).contains(&n) {
-                    return Err(Error::invalid("discard_vials", format!("must be within 1..{}", x.quarantined_vials)));
-                }
-                (n, reason.as_i32())
+        self.idempotent(idem.as_ref(), async {
+            if x.end.is_none() {
+                return Err(Error::precondition(
+                    "EXPOSURE_ONGOING",
+                    "the alarm is still going on; assess once it has ended",
+                ));
             }
-            _ => return Err(Error::invalid("decision", "must be RELEASE or DISCARD")),
-        };
-        let info = self.store.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
-        // A count (or a discard) since the alarm may have lowered the quarantined vials: assess
-        // what is still there. (If it changes again before the write, the write is refused and
-        // the exposure stays pending for another try.)
-        let held = self
-            .store
-            .facility_stock(&x.facility_id, Some(&x.product_id))
-            .await?
-            .into_iter()
-            .find(|b| b.storage_unit_id == x.storage_unit_id && b.lot_id == x.lot_id)
-            .map_or(0, |b| b.balance.quarantined);
-        let total = x.quarantined_vials.min(held);
-        let discard = discard.min(total);
-        let release = total - discard;
-        let mut drafts = Vec::new();
-        if discard > 0 {
-            let mut d = EntryDraft::new(EntryKind::Adjustment, &x.storage_unit_id, &x.facility_id, &info, -discard);
-            d.quarantined_change = -discard;
-            d.draws_available = false;
-            d.adjustment_reason = reason;
-            d.exposure_id = Some(x.id.clone());
-            d.comment.clone_from(&comment);
-            drafts.push(d);
-        }
-        if release > 0 {
-            let mut d = EntryDraft::new(EntryKind::Release, &x.storage_unit_id, &x.facility_id, &info, 0);
-            d.quarantined_change = -release;
-            d.exposure_id = Some(x.id.clone());
-            d.comment.clone_from(&comment);
-            drafts.push(d);
-        }
-        x.state = if discard > 0 { st::ExposureState::Discarded } else { st::ExposureState::Released };
-        x.assessment = Some(st::Assessment {
-            decision,
-            discard_reason: reason,
-            discarded_vials: discard,
-            released_vials: release,
-            comment,
-            assessed_by: caller.token_id.clone(),
-            assessed_at: now(),
-        });
-        let op = Self::op(caller, request_id, drafts);
-        let r = self.store.assess_exposure(idem.as_ref(), &x, &op).await;
-        self.remember(idem.as_ref(), r).await
+            let (discard, reason) = match decision {
+                1 => (0, 0),
+                2 => {
+                    let reason = AdjustmentReason::from_i32(discard_reason).ok_or_else(|| {
+                        Error::invalid_because(
+                            "discard_reason",
+                            "DISCARD_REASON_REQUIRED",
+                            "say why the vials are discarded",
+                        )
+                    })?;
+                    let n = if discard_vials == 0 { x.quarantined_vials } else { discard_vials };
+                    if !(1..=x.quarantined_vials.max(1)).contains(&n) {
+                        return Err(Error::invalid(
+                            "discard_vials",
+                            format!("must be within 1..{}", x.quarantined_vials),
+                        ));
+                    }
+                    (n, reason.as_i32())
+                }
+                _ => return Err(Error::invalid("decision", "must be RELEASE or DISCARD")),
+            };
+            let info = self.store.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+            // A count (or a discard) since the alarm may have lowered the quarantined vials: assess
+            // what is still there. (If it changes again before the write, the write is refused and
+            // the exposure stays pending for another try.)
+            let held = self
+                .store
+                .facility_stock(&x.facility_id, Some(&x.product_id))
+                .await?
+                .into_iter()
+                .find(|b| b.storage_unit_id == x.storage_unit_id && b.lot_id == x.lot_id)
+                .map_or(0, |b| b.balance.quarantined);
+            let total = x.quarantined_vials.min(held);
+            let discard = discard.min(total);
+            let release = total - discard;
+            let mut drafts = Vec::new();
+            if discard > 0 {
+                let mut d = EntryDraft::new(EntryKind::Adjustment, &x.storage_unit_id, &x.facility_id, &info, -discard);
+                d.quarantined_change = -discard;
+                d.draws_available = false;
+                d.adjustment_reason = reason;
+                d.exposure_id = Some(x.id.clone());
+                d.comment.clone_from(&comment);
+                drafts.push(d);
+            }
+            if release > 0 {
+                let mut d = EntryDraft::new(EntryKind::Release, &x.storage_unit_id, &x.facility_id, &info, 0);
+                d.quarantined_change = -release;
+                d.exposure_id = Some(x.id.clone());
+                d.comment.clone_from(&comment);
+                drafts.push(d);
+            }
+            x.state = if discard > 0 { st::ExposureState::Discarded } else { st::ExposureState::Released };
+            x.assessment = Some(st::Assessment {
+                decision,
+                discard_reason: reason,
+                discarded_vials: discard,
+                released_vials: release,
+                comment,
+                assessed_by: caller.token_id.clone(),
+                assessed_at: now(),
+            });
+            let op = Self::op(caller, request_id, drafts);
+            self.store.assess_exposure(idem.as_ref(), &x, &op).await
+        })
+        .await
     }
 
     /// Lists exposures in scope, newest first.
@@ -1400,4 +1508,25 @@ impl App {
         let page = PageRequest::parse(page_size, page_token, &(&facility, state))?;
         self.store.list_exposures(&caller.scope_path, facility.as_deref(), state, &page).await
     }
+}
+
+/// The results of a count: each counted (unit, lot, vials) with the correction written for it.
+fn count_results(counted: &[(String, String, i64)], entries: &[LedgerEntry]) -> Vec<CountResult> {
+    counted
+        .iter()
+        .map(|(unit, lot_id, counted)| {
+            let correction = entries
+                .iter()
+                .find(|e| e.draft.storage_unit_id.as_deref() == Some(unit.as_str()) && e.draft.lot_id == *lot_id)
+                .cloned();
+            let expected = correction.as_ref().map_or(*counted, |c| c.balance_after_vials - c.draft.quantity_vials);
+            CountResult {
+                storage_unit_id: unit.clone(),
+                lot_id: lot_id.clone(),
+                expected_vials: expected,
+                counted_vials: *counted,
+                correction,
+            }
+        })
+        .collect()
 }

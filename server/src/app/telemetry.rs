@@ -139,7 +139,8 @@ fn from_proto(
 }
 
 impl App {
-    /// Registers a logger at a facility; returns the device and its first HMAC key (shown once).
+    /// Registers a logger at a facility; returns the device and its first HMAC key (shown to
+    /// this call, and again to a retry with the same request_id by the same token).
     pub async fn register_device(
         &self,
         caller: &Caller,
@@ -148,40 +149,43 @@ impl App {
     ) -> Result<(Device, Vec<u8>)> {
         caller.require(Action::SetPolicies)?;
         let new = NewDevice::parse(input)?;
-        let facility = match self.store.get_facility(&new.facility_id).await? {
-            Some(f) if caller.covers(&f.path) => f,
-            Some(_) => return Err(Error::PermissionDenied),
-            None => return Err(caller.not_found("FACILITY_NOT_FOUND", "facility")),
-        };
-        self.check_probes(&facility.id, &new.probes).await?;
+        let idem = Idempotency::from_request(caller, "RegisterDevice", request_id, &new)?;
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        let t = now();
-        let device = Device {
-            id: new_id(),
-            serial: new.serial.clone(),
-            name: new.name.clone(),
-            model: new.model.clone(),
-            facility_id: facility.id,
-            probes: new.probes.clone(),
-            expected_interval_secs: new.expected_interval_secs,
-            unsigned_allowed: new.unsigned_allowed,
-            key_version: 1,
-            key_rotated_at: t,
-            last_seen_at: None,
-            last_seq: 0,
-            seq_offset: 0,
-            online: false,
-            active: true,
-            created_at: t,
-            updated_at: t,
-        };
-        let idem = Idempotency::from_request(caller, "RegisterDevice", request_id, &new)?;
-        let stored = self.store.insert_device(idem.as_ref(), &device, &key).await;
-        let stored = self.remember(idem.as_ref(), stored).await?;
-        // A replay returns the first registration; its key was shown once and is not shown again.
-        let key = if stored.id == device.id { key } else { Vec::new() };
-        Ok((stored, key))
+        let stored = self
+            .idempotent(idem.as_ref(), async {
+                let facility = match self.store.get_facility(&new.facility_id).await? {
+                    Some(f) if caller.covers(&f.path) => f,
+                    Some(_) => return Err(Error::PermissionDenied),
+                    None => return Err(caller.not_found("FACILITY_NOT_FOUND", "facility")),
+                };
+                self.check_probes(&facility.id, &new.probes).await?;
+                let t = now();
+                let device = Device {
+                    id: new_id(),
+                    serial: new.serial.clone(),
+                    name: new.name.clone(),
+                    model: new.model.clone(),
+                    facility_id: facility.id,
+                    probes: new.probes.clone(),
+                    expected_interval_secs: new.expected_interval_secs,
+                    unsigned_allowed: new.unsigned_allowed,
+                    key_version: 1,
+                    key_rotated_at: t,
+                    last_seen_at: None,
+                    last_seq: 0,
+                    seq_offset: 0,
+                    online: false,
+                    active: true,
+                    created_at: t,
+                    updated_at: t,
+                };
+                let sealed = Self::seal_for(caller, idem.as_ref(), &key)?;
+                self.store.insert_device(idem.as_ref(), &device, &key, sealed.as_deref()).await
+            })
+            .await?;
+        let key = Self::secret_of(caller, idem.as_ref(), key, stored.sealed_secret.as_deref())?;
+        Ok((stored.value, key))
     }
 
     /// Checks that every probe's storage unit exists and is at the device's facility.
@@ -265,21 +269,26 @@ impl App {
         caller.require(Action::SetPolicies)?;
         let id = validate::id("device.id", id)?;
         let patch = DevicePatch::parse(input, mask)?;
-        let current = self.visible_device(caller, &id).await?;
-        let facility_id = match &patch.facility_id {
-            Some(f) => self.visible_facility(caller, f, "FACILITY_NOT_FOUND").await?.id,
-            None => current.facility_id.clone(),
-        };
-        if patch.moves_probes() {
-            self.check_probes(&facility_id, patch.probes.as_deref().unwrap_or(&current.probes)).await?;
-        }
         let idem = Idempotency::from_request(caller, "UpdateDevice", request_id, &(&id, &patch))?;
-        let updated = self.store.update_device(idem.as_ref(), &id, &patch).await;
+        let updated = self
+            .idempotent(idem.as_ref(), async {
+                let current = self.visible_device(caller, &id).await?;
+                let facility_id = match &patch.facility_id {
+                    Some(f) => self.visible_facility(caller, f, "FACILITY_NOT_FOUND").await?.id,
+                    None => current.facility_id.clone(),
+                };
+                if patch.moves_probes() {
+                    self.check_probes(&facility_id, patch.probes.as_deref().unwrap_or(&current.probes)).await?;
+                }
+                self.store.update_device(idem.as_ref(), &id, &patch).await
+            })
+            .await;
         self.devices.forget(&id);
-        self.remember(idem.as_ref(), updated).await?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))
+        updated?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))
     }
 
-    /// Issues a device a new HMAC key (shown once; from then on only it verifies); with
+    /// Issues a device a new HMAC key (shown to this call, and again to a retry with the same
+    /// request_id by the same token; from then on only it verifies); with
     /// `reset_sequence` the device may restart at seq 1 (a replaced or factory-reset logger).
     pub async fn rotate_device_key(
         &self,
@@ -290,19 +299,20 @@ impl App {
     ) -> Result<(Device, Vec<u8>)> {
         caller.require(Action::SetPolicies)?;
         let id = validate::id("id", id)?;
-        let current = self.visible_device(caller, &id).await?;
+        let idem = Idempotency::from_request(caller, "RotateDeviceKey", request_id, &(&id, reset_sequence))?;
         let mut key = vec![0u8; 32];
         rand::rng().fill_bytes(&mut key);
-        let idem = Idempotency::from_request(caller, "RotateDeviceKey", request_id, &(&id, reset_sequence))?;
-        let rotated = self.store.rotate_device_key(idem.as_ref(), &id, &key, reset_sequence).await;
+        let rotated = self
+            .idempotent(idem.as_ref(), async {
+                self.visible_device(caller, &id).await?;
+                let sealed = Self::seal_for(caller, idem.as_ref(), &key)?;
+                self.store.rotate_device_key(idem.as_ref(), &id, &key, reset_sequence, sealed.as_deref()).await
+            })
+            .await;
         self.devices.forget(&id);
-        let device = self
-            .remember(idem.as_ref(), rotated)
-            .await?
-            .ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))?;
-        // A replay returns the device as first rotated; the key was shown once and is not shown again.
-        let fresh = device.key_version == current.key_version + 1 && device.key_rotated_at > current.key_rotated_at;
-        Ok((device, if fresh { key } else { Vec::new() }))
+        let device = rotated?.ok_or_else(|| caller.not_found("DEVICE_NOT_FOUND", "device"))?;
+        let key = Self::secret_of(caller, idem.as_ref(), key, device.sealed_secret.as_deref())?;
+        Ok((device.value, key))
     }
 
     /// Lists raw readings of a device or a storage unit in a time range, ordered by reading time,

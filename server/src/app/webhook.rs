@@ -41,7 +41,8 @@ impl Default for WebhookSettings {
 pub struct CreatedWebhook {
     /// The webhook.
     pub webhook: Webhook,
-    /// The HMAC secret; empty when a replayed request_id finds the webhook deleted since.
+    /// The HMAC secret, shown to this call and again to a retry with the same request_id by the
+    /// same token (empty only for a creation recorded before secrets were kept for retries).
     pub secret: Secret,
 }
 
@@ -68,36 +69,47 @@ impl App {
     ) -> Result<CreatedWebhook> {
         caller.require(Action::ManageWebhooks)?;
         let new = NewWebhook::parse(input, secret, self.webhooks.allow_http)?;
-        let (scope_facility_id, scope_path) = match &new.scope_facility_id {
-            Some(id) => {
-                let f = self.visible_facility(caller, id, "FACILITY_NOT_FOUND").await?;
-                (Some(f.id), f.path)
-            }
-            None if caller.sees_everything() => (None, "/".to_owned()),
-            None => {
-                let own = caller.scope_path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
-                (Some(own.to_owned()), caller.scope_path.clone())
-            }
-        };
         let idem = Idempotency::from_request(caller, "CreateWebhook", request_id, &new.fingerprint())?;
         let secret = new.secret.clone().unwrap_or_else(Secret::generate);
-        let w = Webhook {
-            id: new_id(),
-            scope_facility_id,
-            url: new.url,
-            kinds: new.kinds,
-            min_severity: new.min_severity,
-            description: new.description,
-            created_by: caller.token_id.clone(),
-            created_at: now(),
-            last_success_at: None,
-            last_failure_at: None,
-            last_error: String::new(),
-            consecutive_failures: 0,
-        };
-        let r = self.store.insert_webhook(idem.as_ref(), &w, &scope_path, &secret).await;
-        let (webhook, secret) = self.remember_refusal(idem.as_ref(), r).await?;
-        Ok(CreatedWebhook { webhook, secret: secret.unwrap_or_else(|| Secret::stored(String::new())) })
+        let created = self
+            .idempotent(idem.as_ref(), async {
+                let (scope_facility_id, scope_path) = match &new.scope_facility_id {
+                    Some(id) => {
+                        let f = self.visible_facility(caller, id, "FACILITY_NOT_FOUND").await?;
+                        (Some(f.id), f.path)
+                    }
+                    None if caller.sees_everything() => (None, "/".to_owned()),
+                    None => {
+                        let own = caller.scope_path.trim_end_matches('/').rsplit('/').next().unwrap_or_default();
+                        (Some(own.to_owned()), caller.scope_path.clone())
+                    }
+                };
+                let w = Webhook {
+                    id: new_id(),
+                    scope_facility_id,
+                    url: new.url.clone(),
+                    kinds: new.kinds.clone(),
+                    min_severity: new.min_severity,
+                    description: new.description.clone(),
+                    created_by: caller.token_id.clone(),
+                    created_at: now(),
+                    last_success_at: None,
+                    last_failure_at: None,
+                    last_error: String::new(),
+                    consecutive_failures: 0,
+                };
+                let sealed = Self::seal_for(caller, idem.as_ref(), secret.expose().as_bytes())?;
+                self.store.insert_webhook(idem.as_ref(), &w, &scope_path, &secret, sealed.as_deref()).await
+            })
+            .await?;
+        let shown = Self::secret_of(
+            caller,
+            idem.as_ref(),
+            secret.expose().as_bytes().to_vec(),
+            created.sealed_secret.as_deref(),
+        )?;
+        let shown = String::from_utf8(shown).map_err(|_| Error::Internal("a recorded secret is not text".into()))?;
+        Ok(CreatedWebhook { webhook: created.value, secret: Secret::stored(shown) })
     }
 
     /// Lists the webhooks whose scope lies in the caller's, by id.
@@ -111,18 +123,18 @@ impl App {
     pub async fn delete_webhook(&self, caller: &Caller, request_id: &str, id: &str) -> Result<()> {
         caller.require(Action::ManageWebhooks)?;
         let id = validate::id("id", id)?;
-        if let Some((_, path)) = self.store.get_webhook(&id).await?
-            && !caller.covers(&path)
-        {
-            return Err(Error::PermissionDenied);
-        }
         let idem = Idempotency::from_request(caller, "DeleteWebhook", request_id, &id)?;
-        // A missing webhook still goes to the store: a replayed request_id answers as it did first.
-        let r = match self.store.delete_webhook(idem.as_ref(), &id).await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(caller.not_found(WEBHOOK_NOT_FOUND, "webhook")),
-            Err(e) => Err(e),
-        };
-        self.remember(idem.as_ref(), r).await
+        let deleted = self
+            .idempotent(idem.as_ref(), async {
+                if let Some((_, path)) = self.store.get_webhook(&id).await?
+                    && !caller.covers(&path)
+                {
+                    return Err(Error::PermissionDenied);
+                }
+                // A missing webhook still goes to the store, which records that it was not there.
+                self.store.delete_webhook(idem.as_ref(), &id).await
+            })
+            .await?;
+        if deleted { Ok(()) } else { Err(caller.not_found(WEBHOOK_NOT_FOUND, "webhook")) }
     }
 }

@@ -73,6 +73,9 @@ pub struct Caller {
     pub scope_path: String,
     /// For device tokens, the device the token is bound to.
     pub device_id: Option<String>,
+    /// Seals the secrets of answers recorded under this caller's request_ids; `None` for a
+    /// caller that did not present its bearer secret (a web session).
+    pub answer_key: Option<super::token::AnswerKey>,
 }
 
 /// Something a caller wants to do; each is checked against role and scope.
@@ -155,7 +158,7 @@ mod tests {
     use super::*;
 
     fn caller(role: Role, scope: &str) -> Caller {
-        Caller { token_id: "t".into(), role, scope_path: scope.into(), device_id: None }
+        Caller { token_id: "t".into(), role, scope_path: scope.into(), device_id: None, answer_key: None }
     }
 
     #[test]

@@ -126,6 +126,79 @@ pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A key only the holder of one bearer token can produce (HMAC of its secret, which the server
+/// never stores): secrets inside an answer recorded under a request_id are sealed with it, so a
+/// retry by the same token can be shown them again while the database alone reveals nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnswerKey([u8; 32]);
+
+impl std::fmt::Debug for AnswerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerKey(<redacted>)")
+    }
+}
+
+impl AnswerKey {
+    /// The answer key of a bearer token's secret part.
+    pub fn of_secret(secret: &str) -> Self {
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+        let tag = ring::hmac::sign(&k, b"vaxtrace/v1 answer seal");
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        AnswerKey(out)
+    }
+
+    fn aead(&self) -> ring::aead::LessSafeKey {
+        // 32 bytes is ChaCha20-Poly1305's key length, so this cannot fail.
+        let unbound = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, &self.0)
+            .unwrap_or_else(|_| unreachable!("a 32-byte ChaCha20-Poly1305 key"));
+        ring::aead::LessSafeKey::new(unbound)
+    }
+
+    /// Seals `secret` bound to `context` (the request_id): base64 of nonce, ciphertext and tag.
+    pub fn seal(&self, context: &str, secret: &[u8]) -> Result<String> {
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        rand::rng().fill_bytes(&mut nonce);
+        let mut buf = secret.to_vec();
+        self.aead()
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(context.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| Error::Internal("could not seal a secret".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(base64::engine::general_purpose::STANDARD_NO_PAD.encode(out))
+    }
+
+    /// Opens what [`AnswerKey::seal`] sealed with this key and `context`; `None` otherwise.
+    pub fn open(&self, context: &str, sealed: &str) -> Option<Vec<u8>> {
+        let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(sealed).ok()?;
+        if raw.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, body) = raw.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = body.to_vec();
+        let plain = self.aead().open_in_place(nonce, ring::aead::Aad::from(context.as_bytes()), &mut buf).ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+/// An answer that shows a secret once (a token's bearer string, a device key, a webhook secret),
+/// as recorded under a request_id: the object, and the secret sealed with the caller's
+/// [`AnswerKey`]. Answers recorded before secrets were kept have none.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WithSecret<T> {
+    /// The object the answer describes.
+    #[serde(flatten)]
+    pub value: T,
+    /// The sealed secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_secret: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +227,16 @@ mod tests {
         assert!(NewToken::parse(Role::DepotManager.as_i32(), "", "", "dm").is_err());
         assert!(NewToken::parse(Role::Device.as_i32(), "0190f3e2-7c1a-7abc-8def-0123456789ab", "", "d").is_err());
         assert!(NewToken::parse(0, "", "", "x").is_err());
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_same_key_and_context() {
+        let k = AnswerKey::of_secret("first");
+        let sealed = k.seal("req-1", b"the secret").expect("seals");
+        assert_eq!(k.open("req-1", &sealed).as_deref(), Some(&b"the secret"[..]));
+        assert_eq!(AnswerKey::of_secret("other").open("req-1", &sealed), None);
+        assert_eq!(k.open("req-2", &sealed), None);
+        assert_ne!(k.0.to_vec(), hash("first"), "the key is not the stored hash of the secret");
+        assert!(!format!("{k:?}").contains(&format!("{:?}", k.0)));
     }
 }

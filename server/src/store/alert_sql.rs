@@ -272,25 +272,27 @@ macro_rules! sql_alert_store {
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                // Re-read under the lock and apply only the handling: ingest may have changed the
-                // condition (cleared, escalated) since the caller read the alert.
-                let sql = format!("SELECT {ALERT_COLS} FROM alerts a WHERE a.id = $1{}", <$Store>::LOCK);
-                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&updated.id).fetch_optional(&mut *tx).await? else {
-                    return Err(Error::not_found("ALERT_NOT_FOUND", "alert not found"));
-                };
-                let mut current = alert_row(&row)?;
-                if !from_states.contains(&current.state) {
-                    return Err(Error::precondition("INVALID_STATE", format!("the alert is {:?}", current.state)));
+                let r: Result<Alert> = async {
+                    // Re-read under the lock and apply only the handling: ingest may have changed the
+                    // condition (cleared, escalated) since the caller read the alert.
+                    let sql = format!("SELECT {ALERT_COLS} FROM alerts a WHERE a.id = $1{}", <$Store>::LOCK);
+                    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&updated.id).fetch_optional(&mut *tx).await? else {
+                        return Err(Error::not_found("ALERT_NOT_FOUND", "alert not found"));
+                    };
+                    let mut current = alert_row(&row)?;
+                    if !from_states.contains(&current.state) {
+                        return Err(Error::precondition("INVALID_STATE", format!("the alert is {:?}", current.state)));
+                    }
+                    current.state = updated.state;
+                    current.acknowledgement.clone_from(&updated.acknowledgement);
+                    current.resolution.clone_from(&updated.resolution);
+                    current.updated_at = updated.updated_at;
+                    write_alert(&mut tx, &current, false).await?;
+                    write_event(&mut tx, &current, kind).await?;
+                    Ok(current)
                 }
-                current.state = updated.state;
-                current.acknowledgement.clone_from(&updated.acknowledgement);
-                current.resolution.clone_from(&updated.resolution);
-                current.updated_at = updated.updated_at;
-                write_alert(&mut tx, &current, false).await?;
-                write_event(&mut tx, &current, kind).await?;
-                idem_finish(&mut tx, idem, &current).await?;
-                tx.commit().await?;
-                Ok(current)
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_alerts(&self, scope_path: &str, f: &al::AlertFilter, page: &PageRequest) -> Result<Page<Alert>> {

@@ -130,7 +130,7 @@ macro_rules! sql_store_common {
 
         /// The outcome of claiming an idempotency key inside a write transaction.
         enum Claim<T> {
-            /// First use: go ahead, then call `idem_finish`.
+            /// First use: go ahead, then end the transaction with `idem_settle`.
             Fresh,
             /// A repeat: this is the first result.
             Replay(T),
@@ -158,31 +158,50 @@ macro_rules! sql_store_common {
             .execute(&mut **tx)
             .await?
             .rows_affected();
-            if inserted == 1 {
-                sqlx::query("SAVEPOINT idem_claimed").execute(&mut **tx).await?;
-                return Ok(Claim::Fresh);
+            if inserted == 0 {
+                match held_under(&mut **tx, k).await? {
+                    Some($crate::store::Held::Answer(v)) => return Ok(Claim::Replay(serde_json::from_str(&v)?)),
+                    Some($crate::store::Held::Refusal(e)) => return Err(e),
+                    // A key committed without an answer (older versions left one behind when a
+                    // revoked token or a missing object was met): nothing was done, so do it now.
+                    None => {}
+                }
             }
+            sqlx::query("SAVEPOINT idem_claimed").execute(&mut **tx).await?;
+            Ok(Claim::Fresh)
+        }
+
+        /// What the key holds, read with `exec`: the first answer or refusal, REQUEST_ID_REUSED when
+        /// the key was used for a different request, `None` when it holds nothing (yet).
+        async fn held_under<'e, E: sqlx::Executor<'e, Database = $Db>>(
+            exec: E,
+            k: &d::Idempotency,
+        ) -> Result<Option<$crate::store::Held>> {
             let row = sqlx::query(
                 "SELECT method, fingerprint, response FROM idempotency_keys WHERE token_id = $1 AND request_id = $2",
             )
             .bind(&k.token_id)
             .bind(&k.request_id)
-            .fetch_one(&mut **tx)
+            .fetch_optional(exec)
             .await?;
+            let Some(row) = row else { return Ok(None) };
             let method: String = row.try_get("method")?;
             let fingerprint: String = row.try_get("fingerprint")?;
             if method != k.method || fingerprint != k.fingerprint {
-                return Err(Error::invalid_because(
+                return Ok(Some($crate::store::Held::Refusal(Error::invalid_because(
                     "request_id",
                     $crate::error::reason::REQUEST_ID_REUSED,
                     format!("{} was already used for a different request", k.request_id),
-                ));
+                ))));
             }
             let response: String = row.try_get("response")?;
-            if let Ok(refused) = serde_json::from_str::<RefusalEnvelope>(&response) {
-                return Err(Error::from_record(&refused.refused));
+            if response.is_empty() {
+                return Ok(None);
             }
-            Ok(Claim::Replay(serde_json::from_str(&response)?))
+            if let Ok(refused) = serde_json::from_str::<RefusalEnvelope>(&response) {
+                return Ok(Some($crate::store::Held::Refusal(Error::from_record(&refused.refused))));
+            }
+            Ok(Some($crate::store::Held::Answer(response)))
         }
 
         #[derive(serde::Serialize, serde::Deserialize)]
@@ -309,7 +328,11 @@ macro_rules! sql_store_common {
                 Ok(())
             }
 
-            async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<Option<String>> {
+            async fn idem_held(&self, idem: &d::Idempotency) -> Result<Option<$crate::store::Held>> {
+                held_under(&self.pool, idem).await
+            }
+
+            async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<Option<$crate::store::Held>> {
                 let Some(record) = e.to_record() else { return Ok(None) };
                 let response = serde_json::to_string(&RefusalEnvelope { refused: record })?;
                 // A write transaction: on PostgreSQL the insert waits for a twin still holding the
@@ -323,25 +346,22 @@ macro_rules! sql_store_common {
                 .bind(&idem.request_id)
                 .bind(idem.method)
                 .bind(&idem.fingerprint)
-                .bind(response)
+                .bind(&response)
                 .bind(d::now())
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 let mut first = None;
                 if inserted == 0 {
-                    let row = sqlx::query(
-                        "SELECT method, fingerprint, response FROM idempotency_keys WHERE token_id = $1 AND request_id = $2",
-                    )
-                    .bind(&idem.token_id)
-                    .bind(&idem.request_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    let (method, fingerprint, response): (String, String, String) =
-                        (row.try_get("method")?, row.try_get("fingerprint")?, row.try_get("response")?);
-                    let refused = serde_json::from_str::<RefusalEnvelope>(&response).is_ok();
-                    if method == idem.method && fingerprint == idem.fingerprint && !refused && !response.is_empty() {
-                        first = Some(response);
+                    first = held_under(&mut *tx, idem).await?;
+                    if first.is_none() {
+                        // The key was committed without an answer (see idem_claim): this refusal is it.
+                        sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE token_id = $2 AND request_id = $3")
+                            .bind(&response)
+                            .bind(&idem.token_id)
+                            .bind(&idem.request_id)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                 }
                 tx.commit().await?;
@@ -374,37 +394,40 @@ macro_rules! sql_store_common {
                 new: &d::NewToken,
                 id: &str,
                 secret_hash: &[u8],
-            ) -> Result<Token> {
+                sealed_secret: Option<&str>,
+            ) -> Result<d::token::WithSecret<Token>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(t) = idem_claim(&mut tx, idem).await? {
-                    return Ok(t);
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let now = d::now();
-                sqlx::query(
-                    "INSERT INTO tokens (id, secret_hash, role, scope_facility_id, device_id, description, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(id)
-                .bind(secret_hash)
-                .bind(new.role.as_i32())
-                .bind(&new.scope_facility_id)
-                .bind(&new.device_id)
-                .bind(&new.description)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let token = Token {
-                    id: id.to_owned(),
-                    role: new.role,
-                    scope_facility_id: new.scope_facility_id.clone(),
-                    device_id: new.device_id.clone(),
-                    description: new.description.clone(),
-                    created_at: now,
-                    revoked_at: None,
-                };
-                idem_finish(&mut tx, idem, &token).await?;
-                tx.commit().await?;
-                Ok(token)
+                let r: Result<d::token::WithSecret<Token>> = async {
+                    let now = d::now();
+                    sqlx::query(
+                        "INSERT INTO tokens (id, secret_hash, role, scope_facility_id, device_id, description, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(id)
+                    .bind(secret_hash)
+                    .bind(new.role.as_i32())
+                    .bind(&new.scope_facility_id)
+                    .bind(&new.device_id)
+                    .bind(&new.description)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    let token = Token {
+                        id: id.to_owned(),
+                        role: new.role,
+                        scope_facility_id: new.scope_facility_id.clone(),
+                        device_id: new.device_id.clone(),
+                        description: new.description.clone(),
+                        created_at: now,
+                        revoked_at: None,
+                    };
+                    Ok(d::token::WithSecret { value: token, sealed_secret: sealed_secret.map(str::to_owned) })
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_tokens(&self, include_revoked: bool, page: &PageRequest) -> Result<Page<Token>> {
@@ -424,22 +447,22 @@ macro_rules! sql_store_common {
 
             async fn revoke_token(&self, idem: Option<&d::Idempotency>, id: &str) -> Result<Option<Token>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(t) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(t));
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                    .bind(d::now())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                let sql = format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await?;
-                let token = row.as_ref().map(token_row).transpose()?;
-                if let Some(t) = &token {
-                    idem_finish(&mut tx, idem, t).await?;
+                let r: Result<Option<Token>> = async {
+                    sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(d::now())
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let sql = format!("SELECT {TOKEN_COLS} FROM tokens t WHERE t.id = $1");
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await?;
+                    let token = row.as_ref().map(token_row).transpose()?;
+                    Ok(token)
                 }
-                tx.commit().await?;
-                Ok(token)
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn get_facility(&self, id: &str) -> Result<Option<Facility>> {
@@ -456,48 +479,50 @@ macro_rules! sql_store_common {
                 new: &d::NewFacility,
             ) -> Result<Facility> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(f) = idem_claim(&mut tx, idem).await? {
-                    return Ok(f);
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let now = d::now();
-                let f = Facility {
-                    id: id.to_owned(),
-                    parent_id: new.parent_id.clone(),
-                    kind: new.kind,
-                    code: new.code.clone(),
-                    name: new.name.clone(),
-                    gln: new.gln.clone(),
-                    external_id: new.external_id.clone(),
-                    latitude: new.latitude,
-                    longitude: new.longitude,
-                    active: true,
-                    path: path.to_owned(),
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(
-                    "INSERT INTO facilities (id, parent_id, kind, code, name, gln, external_id, latitude, longitude, \
-                     active, path, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&f.id)
-                .bind(&f.parent_id)
-                .bind(f.kind.as_i32())
-                .bind(&f.code)
-                .bind(&f.name)
-                .bind(&f.gln)
-                .bind(&f.external_id)
-                .bind(f.latitude)
-                .bind(f.longitude)
-                .bind(f.active)
-                .bind(&f.path)
-                .bind(f.created_at)
-                .bind(f.updated_at)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::store::map_unique)?;
-                idem_finish(&mut tx, idem, &f).await?;
-                tx.commit().await?;
-                Ok(f)
+                let r: Result<Facility> = async {
+                    let now = d::now();
+                    let f = Facility {
+                        id: id.to_owned(),
+                        parent_id: new.parent_id.clone(),
+                        kind: new.kind,
+                        code: new.code.clone(),
+                        name: new.name.clone(),
+                        gln: new.gln.clone(),
+                        external_id: new.external_id.clone(),
+                        latitude: new.latitude,
+                        longitude: new.longitude,
+                        active: true,
+                        path: path.to_owned(),
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    sqlx::query(
+                        "INSERT INTO facilities (id, parent_id, kind, code, name, gln, external_id, latitude, longitude, \
+                         active, path, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(&f.id)
+                    .bind(&f.parent_id)
+                    .bind(f.kind.as_i32())
+                    .bind(&f.code)
+                    .bind(&f.name)
+                    .bind(&f.gln)
+                    .bind(&f.external_id)
+                    .bind(f.latitude)
+                    .bind(f.longitude)
+                    .bind(f.active)
+                    .bind(&f.path)
+                    .bind(f.created_at)
+                    .bind(f.updated_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::map_unique)?;
+                    Ok(f)
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn update_facility(
@@ -507,29 +532,31 @@ macro_rules! sql_store_common {
                 patch: &d::FacilityPatch,
             ) -> Result<Option<Facility>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(f) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(f));
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let Some(mut f) = fetch_facility(&mut tx, id).await? else { return Ok(None) };
-                patch.apply(&mut f);
-                f.updated_at = d::now();
-                sqlx::query(
-                    "UPDATE facilities SET name = $1, gln = $2, external_id = $3, latitude = $4, longitude = $5, \
-                     active = $6, updated_at = $7 WHERE id = $8",
-                )
-                .bind(&f.name)
-                .bind(&f.gln)
-                .bind(&f.external_id)
-                .bind(f.latitude)
-                .bind(f.longitude)
-                .bind(f.active)
-                .bind(f.updated_at)
-                .bind(&f.id)
-                .execute(&mut *tx)
-                .await?;
-                idem_finish(&mut tx, idem, &f).await?;
-                tx.commit().await?;
-                Ok(Some(f))
+                let r: Result<Option<Facility>> = async {
+                    let Some(mut f) = fetch_facility(&mut tx, id).await? else { return Ok(None) };
+                    patch.apply(&mut f);
+                    f.updated_at = d::now();
+                    sqlx::query(
+                        "UPDATE facilities SET name = $1, gln = $2, external_id = $3, latitude = $4, longitude = $5, \
+                         active = $6, updated_at = $7 WHERE id = $8",
+                    )
+                    .bind(&f.name)
+                    .bind(&f.gln)
+                    .bind(&f.external_id)
+                    .bind(f.latitude)
+                    .bind(f.longitude)
+                    .bind(f.active)
+                    .bind(f.updated_at)
+                    .bind(&f.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    Ok(Some(f))
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_facilities(
@@ -598,42 +625,44 @@ macro_rules! sql_store_common {
                 new: &d::NewStorageUnit,
             ) -> Result<StorageUnit> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(u) = idem_claim(&mut tx, idem).await? {
-                    return Ok(u);
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let now = d::now();
-                let u = StorageUnit {
-                    id: id.to_owned(),
-                    facility_id: new.facility_id.clone(),
-                    kind: new.kind,
-                    name: new.name.clone(),
-                    temperature_profile: new.temperature_profile,
-                    capacity_litres: new.capacity_litres,
-                    active: true,
-                    alarm_overrides: new.alarm_overrides,
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(
-                    "INSERT INTO storage_units (id, facility_id, kind, name, temperature_profile, capacity_litres, \
-                     active, created_at, updated_at, alarm_overrides) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(&u.id)
-                .bind(&u.facility_id)
-                .bind(u.kind.as_i32())
-                .bind(&u.name)
-                .bind(u.temperature_profile.as_i32())
-                .bind(u.capacity_litres)
-                .bind(u.active)
-                .bind(u.created_at)
-                .bind(u.updated_at)
-                .bind(overrides_json(&u.alarm_overrides)?)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::store::map_unique)?;
-                idem_finish(&mut tx, idem, &u).await?;
-                tx.commit().await?;
-                Ok(u)
+                let r: Result<StorageUnit> = async {
+                    let now = d::now();
+                    let u = StorageUnit {
+                        id: id.to_owned(),
+                        facility_id: new.facility_id.clone(),
+                        kind: new.kind,
+                        name: new.name.clone(),
+                        temperature_profile: new.temperature_profile,
+                        capacity_litres: new.capacity_litres,
+                        active: true,
+                        alarm_overrides: new.alarm_overrides,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    sqlx::query(
+                        "INSERT INTO storage_units (id, facility_id, kind, name, temperature_profile, capacity_litres, \
+                         active, created_at, updated_at, alarm_overrides) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(&u.id)
+                    .bind(&u.facility_id)
+                    .bind(u.kind.as_i32())
+                    .bind(&u.name)
+                    .bind(u.temperature_profile.as_i32())
+                    .bind(u.capacity_litres)
+                    .bind(u.active)
+                    .bind(u.created_at)
+                    .bind(u.updated_at)
+                    .bind(overrides_json(&u.alarm_overrides)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::map_unique)?;
+                    Ok(u)
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn update_storage_unit(
@@ -643,31 +672,32 @@ macro_rules! sql_store_common {
                 patch: &d::StorageUnitPatch,
             ) -> Result<Option<StorageUnit>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(u) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(u));
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let Some((mut u, _)) = fetch_unit(&mut tx, id).await? else { return Ok(None) };
-                // The overrides are checked against the merged unit; an error drops (rolls back) the
-                // transaction, idempotency claim included.
-                patch.apply(&mut u)?;
-                u.updated_at = d::now();
-                sqlx::query(
-                    "UPDATE storage_units SET name = $1, temperature_profile = $2, capacity_litres = $3, active = $4, \
-                     updated_at = $5, alarm_overrides = $6 WHERE id = $7",
-                )
-                .bind(&u.name)
-                .bind(u.temperature_profile.as_i32())
-                .bind(u.capacity_litres)
-                .bind(u.active)
-                .bind(u.updated_at)
-                .bind(overrides_json(&u.alarm_overrides)?)
-                .bind(&u.id)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::store::map_unique)?;
-                idem_finish(&mut tx, idem, &u).await?;
-                tx.commit().await?;
-                Ok(Some(u))
+                let r: Result<Option<StorageUnit>> = async {
+                    let Some((mut u, _)) = fetch_unit(&mut tx, id).await? else { return Ok(None) };
+                        // The overrides are checked against the merged unit; a refusal is kept under the key.
+                    patch.apply(&mut u)?;
+                    u.updated_at = d::now();
+                    sqlx::query(
+                        "UPDATE storage_units SET name = $1, temperature_profile = $2, capacity_litres = $3, active = $4, \
+                         updated_at = $5, alarm_overrides = $6 WHERE id = $7",
+                    )
+                    .bind(&u.name)
+                    .bind(u.temperature_profile.as_i32())
+                    .bind(u.capacity_litres)
+                    .bind(u.active)
+                    .bind(u.updated_at)
+                    .bind(overrides_json(&u.alarm_overrides)?)
+                    .bind(&u.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::map_unique)?;
+                    Ok(Some(u))
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_storage_units(
@@ -718,52 +748,54 @@ macro_rules! sql_store_common {
                 new: &d::NewProduct,
             ) -> Result<Product> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(p) = idem_claim(&mut tx, idem).await? {
-                    return Ok(p);
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let now = d::now();
-                let p = Product {
-                    id: id.to_owned(),
-                    code: new.code.clone(),
-                    name: new.name.clone(),
-                    vaccine: new.vaccine.clone(),
-                    doses_per_vial: new.doses_per_vial,
-                    presentation: new.presentation,
-                    vvm_type: new.vvm_type,
-                    temperature_profile: new.temperature_profile,
-                    acceptable_wastage_bp: new.acceptable_wastage_bp,
-                    multi_dose_vial_policy: new.multi_dose_vial_policy,
-                    gtins: new.gtins.clone(),
-                    active: true,
-                    created_at: now,
-                    updated_at: now,
-                };
-                sqlx::query(
-                    "INSERT INTO products (id, code, name, vaccine, doses_per_vial, presentation, vvm_type, \
-                     temperature_profile, acceptable_wastage_bp, multi_dose_vial_policy, gtins, active, created_at, \
-                     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(&p.id)
-                .bind(&p.code)
-                .bind(&p.name)
-                .bind(&p.vaccine)
-                .bind(p.doses_per_vial)
-                .bind(p.presentation.as_i32())
-                .bind(p.vvm_type.as_i32())
-                .bind(p.temperature_profile.as_i32())
-                .bind(p.acceptable_wastage_bp)
-                .bind(p.multi_dose_vial_policy)
-                .bind(p.gtins.join(","))
-                .bind(p.active)
-                .bind(p.created_at)
-                .bind(p.updated_at)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::store::map_unique)?;
-                write_gtins(&mut tx, &p.id, &p.gtins).await?;
-                idem_finish(&mut tx, idem, &p).await?;
-                tx.commit().await?;
-                Ok(p)
+                let r: Result<Product> = async {
+                    let now = d::now();
+                    let p = Product {
+                        id: id.to_owned(),
+                        code: new.code.clone(),
+                        name: new.name.clone(),
+                        vaccine: new.vaccine.clone(),
+                        doses_per_vial: new.doses_per_vial,
+                        presentation: new.presentation,
+                        vvm_type: new.vvm_type,
+                        temperature_profile: new.temperature_profile,
+                        acceptable_wastage_bp: new.acceptable_wastage_bp,
+                        multi_dose_vial_policy: new.multi_dose_vial_policy,
+                        gtins: new.gtins.clone(),
+                        active: true,
+                        created_at: now,
+                        updated_at: now,
+                    };
+                    sqlx::query(
+                        "INSERT INTO products (id, code, name, vaccine, doses_per_vial, presentation, vvm_type, \
+                         temperature_profile, acceptable_wastage_bp, multi_dose_vial_policy, gtins, active, created_at, \
+                         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                    )
+                    .bind(&p.id)
+                    .bind(&p.code)
+                    .bind(&p.name)
+                    .bind(&p.vaccine)
+                    .bind(p.doses_per_vial)
+                    .bind(p.presentation.as_i32())
+                    .bind(p.vvm_type.as_i32())
+                    .bind(p.temperature_profile.as_i32())
+                    .bind(p.acceptable_wastage_bp)
+                    .bind(p.multi_dose_vial_policy)
+                    .bind(p.gtins.join(","))
+                    .bind(p.active)
+                    .bind(p.created_at)
+                    .bind(p.updated_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::map_unique)?;
+                    write_gtins(&mut tx, &p.id, &p.gtins).await?;
+                    Ok(p)
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn update_product(
@@ -773,31 +805,33 @@ macro_rules! sql_store_common {
                 patch: &d::ProductPatch,
             ) -> Result<Option<Product>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(p) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(p));
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let Some(mut p) = fetch_product(&mut tx, id).await? else { return Ok(None) };
-                patch.apply(&mut p);
-                p.updated_at = d::now();
-                sqlx::query(
-                    "UPDATE products SET name = $1, acceptable_wastage_bp = $2, multi_dose_vial_policy = $3, \
-                     gtins = $4, active = $5, updated_at = $6 WHERE id = $7",
-                )
-                .bind(&p.name)
-                .bind(p.acceptable_wastage_bp)
-                .bind(p.multi_dose_vial_policy)
-                .bind(p.gtins.join(","))
-                .bind(p.active)
-                .bind(p.updated_at)
-                .bind(&p.id)
-                .execute(&mut *tx)
-                .await?;
-                if patch.gtins.is_some() {
-                    write_gtins(&mut tx, &p.id, &p.gtins).await?;
+                let r: Result<Option<Product>> = async {
+                    let Some(mut p) = fetch_product(&mut tx, id).await? else { return Ok(None) };
+                    patch.apply(&mut p);
+                    p.updated_at = d::now();
+                    sqlx::query(
+                        "UPDATE products SET name = $1, acceptable_wastage_bp = $2, multi_dose_vial_policy = $3, \
+                         gtins = $4, active = $5, updated_at = $6 WHERE id = $7",
+                    )
+                    .bind(&p.name)
+                    .bind(p.acceptable_wastage_bp)
+                    .bind(p.multi_dose_vial_policy)
+                    .bind(p.gtins.join(","))
+                    .bind(p.active)
+                    .bind(p.updated_at)
+                    .bind(&p.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if patch.gtins.is_some() {
+                        write_gtins(&mut tx, &p.id, &p.gtins).await?;
+                    }
+                    Ok(Some(p))
                 }
-                idem_finish(&mut tx, idem, &p).await?;
-                tx.commit().await?;
-                Ok(Some(p))
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_products(&self, include_inactive: bool, page: &PageRequest) -> Result<Page<Product>> {
@@ -823,35 +857,37 @@ macro_rules! sql_store_common {
 
             async fn insert_lot(&self, idem: Option<&d::Idempotency>, id: &str, new: &d::NewLot) -> Result<Lot> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(l) = idem_claim(&mut tx, idem).await? {
-                    return Ok(l);
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                let l = Lot {
-                    id: id.to_owned(),
-                    product_id: new.product_id.clone(),
-                    gtin: new.gtin.clone(),
-                    lot_number: new.lot_number.clone(),
-                    manufacturer: new.manufacturer.clone(),
-                    expiry: new.expiry,
-                    created_at: d::now(),
-                };
-                sqlx::query(
-                    "INSERT INTO lots (id, product_id, gtin, lot_number, manufacturer, expiry, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&l.id)
-                .bind(&l.product_id)
-                .bind(&l.gtin)
-                .bind(&l.lot_number)
-                .bind(&l.manufacturer)
-                .bind(l.expiry)
-                .bind(l.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err($crate::store::map_unique)?;
-                idem_finish(&mut tx, idem, &l).await?;
-                tx.commit().await?;
-                Ok(l)
+                let r: Result<Lot> = async {
+                    let l = Lot {
+                        id: id.to_owned(),
+                        product_id: new.product_id.clone(),
+                        gtin: new.gtin.clone(),
+                        lot_number: new.lot_number.clone(),
+                        manufacturer: new.manufacturer.clone(),
+                        expiry: new.expiry,
+                        created_at: d::now(),
+                    };
+                    sqlx::query(
+                        "INSERT INTO lots (id, product_id, gtin, lot_number, manufacturer, expiry, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&l.id)
+                    .bind(&l.product_id)
+                    .bind(&l.gtin)
+                    .bind(&l.lot_number)
+                    .bind(&l.manufacturer)
+                    .bind(l.expiry)
+                    .bind(l.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err($crate::store::map_unique)?;
+                    Ok(l)
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_lots(

@@ -95,6 +95,15 @@ pub struct ProbeKey {
     pub storage_unit_id: String,
 }
 
+/// What a request_id already holds.
+#[derive(Debug)]
+pub enum Held {
+    /// The JSON of the first call's result.
+    Answer(String),
+    /// The first call's refusal, or REQUEST_ID_REUSED when the key was used for another request.
+    Refusal(Error),
+}
+
 /// Everything the server persists. Mutations take an optional [`Idempotency`] key: a repeated key
 /// returns the first result and changes nothing.
 #[async_trait]
@@ -115,10 +124,12 @@ pub trait Store:
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
 
-    /// Remembers a final refusal under an idempotency key, so a retry gets the same answer; when
-    /// the key already holds a successful result (the same request succeeded first, or a twin
-    /// still in flight did), returns that result's JSON instead.
-    async fn record_refusal(&self, idem: &Idempotency, e: &Error) -> Result<Option<String>>;
+    /// What the key holds, read without waiting for a twin in flight; `None` when nothing yet.
+    async fn idem_held(&self, idem: &Idempotency) -> Result<Option<Held>>;
+    /// Remembers a final refusal met outside a store write under an idempotency key, so a retry
+    /// gets the same answer; when the key already holds an answer (the same request answered
+    /// first, or a twin still in flight did: the write waits for it), returns that instead.
+    async fn record_refusal(&self, idem: &Idempotency, e: &Error) -> Result<Option<Held>>;
     /// Number of tokens ever issued (0 on a fresh database).
     async fn count_tokens(&self) -> Result<i64>;
     /// Looks a token up by id.
@@ -130,7 +141,8 @@ pub trait Store:
         new: &NewToken,
         id: &str,
         secret_hash: &[u8],
-    ) -> Result<Token>;
+        sealed_secret: Option<&str>,
+    ) -> Result<crate::domain::token::WithSecret<Token>>;
     /// Lists tokens by id.
     async fn list_tokens(&self, include_revoked: bool, page: &PageRequest) -> Result<Page<Token>>;
     /// Revokes a token; `None` when it does not exist.
@@ -439,15 +451,16 @@ pub trait WebSessionStore: Send + Sync {
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     /// Stores a new webhook scoped to the facility path `scope_path`; it receives the events the
-    /// fan-out has not routed yet (those written from about one worker round before). Returns the webhook and its secret (on a replay: the first webhook, and its
-    /// secret while it still exists).
+    /// fan-out has not routed yet (those written from about one worker round before). Records the
+    /// webhook with `sealed_secret` under the key.
     async fn insert_webhook(
         &self,
         idem: Option<&Idempotency>,
         w: &crate::domain::webhook::Webhook,
         scope_path: &str,
         secret: &crate::domain::webhook::Secret,
-    ) -> Result<(crate::domain::webhook::Webhook, Option<crate::domain::webhook::Secret>)>;
+        sealed_secret: Option<&str>,
+    ) -> Result<crate::domain::token::WithSecret<crate::domain::webhook::Webhook>>;
     /// One webhook with its scope's facility path.
     async fn get_webhook(&self, id: &str) -> Result<Option<(crate::domain::webhook::Webhook, String)>>;
     /// Webhooks whose scope lies under `scope_path`, by id.
@@ -489,7 +502,8 @@ pub trait TelemetryStore: Send + Sync {
         idem: Option<&Idempotency>,
         d: &crate::domain::telemetry::Device,
         key: &[u8],
-    ) -> Result<crate::domain::telemetry::Device>;
+        sealed_key: Option<&str>,
+    ) -> Result<crate::domain::token::WithSecret<crate::domain::telemetry::Device>>;
     /// A device with its HMAC key and its facility's path.
     async fn get_device(&self, id: &str) -> Result<Option<(crate::domain::telemetry::Device, Vec<u8>, String)>>;
     /// Devices at facilities under `scope_path` matching the filter, by id.
@@ -499,9 +513,6 @@ pub trait TelemetryStore: Send + Sync {
         filter: &crate::domain::telemetry::DeviceFilter,
         page: &PageRequest,
     ) -> Result<Page<crate::domain::telemetry::Device>>;
-    /// Applies a patch under the device's row lock, re-checking that every probe's unit is at the
-    /// final facility, and starts the alarm state of re-bound probes afresh; `None` when the
-    /// device does not exist.
     /// Replaces a device's HMAC key (version + 1); with `reset_sequence` its seqs restart, stored
     /// past every seq it used before. `None` when there is no such device.
     async fn rotate_device_key(
@@ -510,7 +521,11 @@ pub trait TelemetryStore: Send + Sync {
         id: &str,
         key: &[u8],
         reset_sequence: bool,
-    ) -> Result<Option<crate::domain::telemetry::Device>>;
+        sealed_key: Option<&str>,
+    ) -> Result<Option<crate::domain::token::WithSecret<crate::domain::telemetry::Device>>>;
+    /// Applies a patch under the device's row lock, re-checking that every probe's unit is at the
+    /// final facility, and starts the alarm state of re-bound probes afresh; `None` when the
+    /// device does not exist.
     async fn update_device(
         &self,
         idem: Option<&Idempotency>,

@@ -129,46 +129,54 @@ macro_rules! sql_telemetry_store {
 
         #[async_trait::async_trait]
         impl $crate::store::TelemetryStore for $Store {
-            async fn insert_device(&self, idem: Option<&d::Idempotency>, dev: &Device, key: &[u8]) -> Result<Device> {
+            async fn insert_device(
+                &self,
+                idem: Option<&d::Idempotency>,
+                dev: &Device,
+                key: &[u8],
+                sealed_key: Option<&str>,
+            ) -> Result<d::token::WithSecret<Device>> {
                 let mut tx = self.begin_write().await?;
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
                     return Ok(v);
                 }
-                sqlx::query(
-                    "INSERT INTO devices (id, serial, name, model, facility_id, expected_interval_secs, unsigned_allowed, \
-                     hmac_key, key_version, key_rotated_at, last_seq, online, active, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, TRUE, $11, $12)",
-                )
-                .bind(&dev.id)
-                .bind(&dev.serial)
-                .bind(&dev.name)
-                .bind(&dev.model)
-                .bind(&dev.facility_id)
-                .bind(dev.expected_interval_secs)
-                .bind(dev.unsigned_allowed)
-                .bind(key)
-                .bind(dev.key_version)
-                .bind(dev.key_rotated_at)
-                .bind(dev.created_at)
-                .bind(dev.updated_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| match $crate::store::map_unique(e) {
-                    Error::AlreadyExists { .. } => Error::exists("DUPLICATE_SERIAL", "a device with this serial is registered"),
-                    other => other,
-                })?;
-                for p in &dev.probes {
-                    sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
-                        .bind(&dev.id)
-                        .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
-                        .bind(&p.storage_unit_id)
-                        .bind(&p.label)
-                        .execute(&mut *tx)
-                        .await?;
+                let r: Result<d::token::WithSecret<Device>> = async {
+                    sqlx::query(
+                        "INSERT INTO devices (id, serial, name, model, facility_id, expected_interval_secs, unsigned_allowed, \
+                         hmac_key, key_version, key_rotated_at, last_seq, online, active, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 0, FALSE, TRUE, $11, $12)",
+                    )
+                    .bind(&dev.id)
+                    .bind(&dev.serial)
+                    .bind(&dev.name)
+                    .bind(&dev.model)
+                    .bind(&dev.facility_id)
+                    .bind(dev.expected_interval_secs)
+                    .bind(dev.unsigned_allowed)
+                    .bind(key)
+                    .bind(dev.key_version)
+                    .bind(dev.key_rotated_at)
+                    .bind(dev.created_at)
+                    .bind(dev.updated_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| match $crate::store::map_unique(e) {
+                        Error::AlreadyExists { .. } => Error::exists("DUPLICATE_SERIAL", "a device with this serial is registered"),
+                        other => other,
+                    })?;
+                    for p in &dev.probes {
+                        sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
+                            .bind(&dev.id)
+                            .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
+                            .bind(&p.storage_unit_id)
+                            .bind(&p.label)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Ok(d::token::WithSecret { value: dev.clone(), sealed_secret: sealed_key.map(str::to_owned) })
                 }
-                idem_finish(&mut tx, idem, dev).await?;
-                tx.commit().await?;
-                Ok(dev.clone())
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn get_device(&self, id: &str) -> Result<Option<(Device, Vec<u8>, String)>> {
@@ -235,117 +243,122 @@ macro_rules! sql_telemetry_store {
                 id: &str,
                 key: &[u8],
                 reset_sequence: bool,
-            ) -> Result<Option<Device>> {
+                sealed_key: Option<&str>,
+            ) -> Result<Option<d::token::WithSecret<Device>>> {
                 let mut tx = self.begin_write().await?;
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(v));
+                    return Ok(v);
                 }
-                // Under the device lock, as ingest takes it: no batch commits between the offset
-                // being chosen and set.
-                let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
-                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
-                    return Ok(None);
-                };
-                let mut dev = device_row(&row, probes_of(&mut *tx, id).await?)?;
-                let t = d::now();
-                dev.key_version += 1;
-                dev.key_rotated_at = t;
-                dev.updated_at = t;
-                if reset_sequence {
-                    // Past every seq stored or refused so far, acked or not: the restarted device's
-                    // seq 1 must never meet an old reading's identity.
-                    let highest: Option<i64> = sqlx::query_scalar(
-                        "SELECT MAX(seq) FROM (SELECT seq FROM readings WHERE device_id = $1 \
-                         UNION ALL SELECT seq FROM reading_rejects WHERE device_id = $1) s",
+                let r: Result<Option<d::token::WithSecret<Device>>> = async {
+                    // Under the device lock, as ingest takes it: no batch commits between the offset
+                    // being chosen and set.
+                    let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
+                    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
+                        return Ok(None);
+                    };
+                    let mut dev = device_row(&row, probes_of(&mut *tx, id).await?)?;
+                    let t = d::now();
+                    dev.key_version += 1;
+                    dev.key_rotated_at = t;
+                    dev.updated_at = t;
+                    if reset_sequence {
+                        // Past every seq stored or refused so far, acked or not: the restarted device's
+                        // seq 1 must never meet an old reading's identity.
+                        let highest: Option<i64> = sqlx::query_scalar(
+                            "SELECT MAX(seq) FROM (SELECT seq FROM readings WHERE device_id = $1 \
+                             UNION ALL SELECT seq FROM reading_rejects WHERE device_id = $1) s",
+                        )
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        dev.seq_offset = highest.unwrap_or(0).max(dev.last_seq);
+                        dev.last_seq = dev.seq_offset;
+                    }
+                    sqlx::query(
+                        "UPDATE devices SET hmac_key = $1, key_version = $2, key_rotated_at = $3, seq_offset = $4, \
+                         last_seq = $5, updated_at = $6 WHERE id = $7",
                     )
+                    .bind(key)
+                    .bind(dev.key_version)
+                    .bind(t)
+                    .bind(dev.seq_offset)
+                    .bind(dev.last_seq)
+                    .bind(t)
                     .bind(id)
-                    .fetch_one(&mut *tx)
+                    .execute(&mut *tx)
                     .await?;
-                    dev.seq_offset = highest.unwrap_or(0).max(dev.last_seq);
-                    dev.last_seq = dev.seq_offset;
+                    Ok(Some(d::token::WithSecret { value: dev, sealed_secret: sealed_key.map(str::to_owned) }))
                 }
-                sqlx::query(
-                    "UPDATE devices SET hmac_key = $1, key_version = $2, key_rotated_at = $3, seq_offset = $4, \
-                     last_seq = $5, updated_at = $6 WHERE id = $7",
-                )
-                .bind(key)
-                .bind(dev.key_version)
-                .bind(t)
-                .bind(dev.seq_offset)
-                .bind(dev.last_seq)
-                .bind(t)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                idem_finish(&mut tx, idem, &dev).await?;
-                tx.commit().await?;
-                Ok(Some(dev))
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn update_device(&self, idem: Option<&d::Idempotency>, id: &str, patch: &tm::DevicePatch) -> Result<Option<Device>> {
                 let mut tx = self.begin_write().await?;
                 if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(Some(v));
+                    return Ok(v);
                 }
-                let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
-                let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
-                    return Ok(None);
-                };
-                let before = probes_of(&mut *tx, id).await?;
-                let mut dev = device_row(&row, before.clone())?;
-                patch.apply(&mut dev);
-                dev.updated_at = d::now();
-                // The caller checked the placement before; under the lock it cannot have moved since.
-                if patch.moves_probes() {
-                    for (i, p) in dev.probes.iter().enumerate() {
-                        let at: Option<String> = sqlx::query_scalar("SELECT facility_id FROM storage_units WHERE id = $1")
-                            .bind(&p.storage_unit_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        if at.as_deref() != Some(dev.facility_id.as_str()) {
-                            return Err(Error::precondition(
-                                "STORAGE_UNIT_OTHER_FACILITY",
-                                format!("probes[{i}]: the storage unit is not at the device's facility"),
-                            ));
+                let r: Result<Option<Device>> = async {
+                    let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
+                    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
+                        return Ok(None);
+                    };
+                    let before = probes_of(&mut *tx, id).await?;
+                    let mut dev = device_row(&row, before.clone())?;
+                    patch.apply(&mut dev);
+                    dev.updated_at = d::now();
+                    // The caller checked the placement before; under the lock it cannot have moved since.
+                    if patch.moves_probes() {
+                        for (i, p) in dev.probes.iter().enumerate() {
+                            let at: Option<String> = sqlx::query_scalar("SELECT facility_id FROM storage_units WHERE id = $1")
+                                .bind(&p.storage_unit_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            if at.as_deref() != Some(dev.facility_id.as_str()) {
+                                return Err(Error::precondition(
+                                    "STORAGE_UNIT_OTHER_FACILITY",
+                                    format!("probes[{i}]: the storage unit is not at the device's facility"),
+                                ));
+                            }
                         }
                     }
-                }
-                sqlx::query(
-                    "UPDATE devices SET name = $1, model = $2, facility_id = $3, expected_interval_secs = $4, \
-                     unsigned_allowed = $5, active = $6, updated_at = $7 WHERE id = $8",
-                )
-                .bind(&dev.name)
-                .bind(&dev.model)
-                .bind(&dev.facility_id)
-                .bind(dev.expected_interval_secs)
-                .bind(dev.unsigned_allowed)
-                .bind(dev.active)
-                .bind(dev.updated_at)
-                .bind(&dev.id)
-                .execute(&mut *tx)
-                .await?;
-                if patch.probes.is_some() {
-                    for index in tm::rebound_probes(&before, &dev.probes) {
-                        sqlx::query("DELETE FROM probe_alarm_state WHERE device_id = $1 AND probe = $2")
-                            .bind(&dev.id)
-                            .bind(i32::try_from(index).unwrap_or(i32::MAX))
-                            .execute(&mut *tx)
-                            .await?;
+                    sqlx::query(
+                        "UPDATE devices SET name = $1, model = $2, facility_id = $3, expected_interval_secs = $4, \
+                         unsigned_allowed = $5, active = $6, updated_at = $7 WHERE id = $8",
+                    )
+                    .bind(&dev.name)
+                    .bind(&dev.model)
+                    .bind(&dev.facility_id)
+                    .bind(dev.expected_interval_secs)
+                    .bind(dev.unsigned_allowed)
+                    .bind(dev.active)
+                    .bind(dev.updated_at)
+                    .bind(&dev.id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if patch.probes.is_some() {
+                        for index in tm::rebound_probes(&before, &dev.probes) {
+                            sqlx::query("DELETE FROM probe_alarm_state WHERE device_id = $1 AND probe = $2")
+                                .bind(&dev.id)
+                                .bind(i32::try_from(index).unwrap_or(i32::MAX))
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        sqlx::query("DELETE FROM device_probes WHERE device_id = $1").bind(&dev.id).execute(&mut *tx).await?;
+                        for p in &dev.probes {
+                            sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
+                                .bind(&dev.id)
+                                .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
+                                .bind(&p.storage_unit_id)
+                                .bind(&p.label)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                     }
-                    sqlx::query("DELETE FROM device_probes WHERE device_id = $1").bind(&dev.id).execute(&mut *tx).await?;
-                    for p in &dev.probes {
-                        sqlx::query("INSERT INTO device_probes (device_id, probe, storage_unit_id, label) VALUES ($1, $2, $3, $4)")
-                            .bind(&dev.id)
-                            .bind(i32::try_from(p.index).unwrap_or(i32::MAX))
-                            .bind(&p.storage_unit_id)
-                            .bind(&p.label)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
+                    Ok(Some(dev))
                 }
-                idem_finish(&mut tx, idem, &dev).await?;
-                tx.commit().await?;
-                Ok(Some(dev))
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn list_readings(

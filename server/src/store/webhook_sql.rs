@@ -50,43 +50,40 @@ macro_rules! sql_webhook_store {
                 w: &Webhook,
                 scope_path: &str,
                 secret: &wh::Secret,
-            ) -> Result<(Webhook, Option<wh::Secret>)> {
+                sealed_secret: Option<&str>,
+            ) -> Result<d::token::WithSecret<Webhook>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(first) = idem_claim::<Webhook>(&mut tx, idem).await? {
-                    // The caller may have lost the first answer: give it the secret again (the key is
-                    // per token, so nobody else can replay it).
-                    let secret: Option<String> = sqlx::query_scalar("SELECT secret FROM webhooks WHERE id = $1")
-                        .bind(&first.id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    return Ok((first, secret.map(wh::Secret::stored)));
+                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
+                    return Ok(v);
                 }
-                // Start at the fan-out cursor, holding it: a fan-out running meanwhile would not
-                // see this webhook yet and could pass events it must get.
-                let sql = format!("SELECT last_event_id FROM webhook_fanout WHERE id = 1{}", <$Store>::LOCK);
-                let after: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *tx).await?;
-                sqlx::query(
-                    "INSERT INTO webhooks (id, scope_facility_id, scope_path, scope_upper, url, kinds, min_severity, \
-                     description, secret, created_by, created_at, after_event_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(&w.id)
-                .bind(&w.scope_facility_id)
-                .bind(scope_path)
-                .bind($crate::store::path_upper(scope_path))
-                .bind(&w.url)
-                .bind(w.kinds.iter().map(i32::to_string).collect::<Vec<_>>().join(","))
-                .bind(w.min_severity)
-                .bind(&w.description)
-                .bind(secret.expose())
-                .bind(&w.created_by)
-                .bind(w.created_at)
-                .bind(after)
-                .execute(&mut *tx)
-                .await?;
-                idem_finish(&mut tx, idem, w).await?;
-                tx.commit().await?;
-                Ok((w.clone(), Some(secret.clone())))
+                let r: Result<d::token::WithSecret<Webhook>> = async {
+                    // Start at the fan-out cursor, holding it: a fan-out running meanwhile would not
+                    // see this webhook yet and could pass events it must get.
+                    let sql = format!("SELECT last_event_id FROM webhook_fanout WHERE id = 1{}", <$Store>::LOCK);
+                    let after: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut *tx).await?;
+                    sqlx::query(
+                        "INSERT INTO webhooks (id, scope_facility_id, scope_path, scope_upper, url, kinds, min_severity, \
+                         description, secret, created_by, created_at, after_event_id) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(&w.id)
+                    .bind(&w.scope_facility_id)
+                    .bind(scope_path)
+                    .bind($crate::store::path_upper(scope_path))
+                    .bind(&w.url)
+                    .bind(w.kinds.iter().map(i32::to_string).collect::<Vec<_>>().join(","))
+                    .bind(w.min_severity)
+                    .bind(&w.description)
+                    .bind(secret.expose())
+                    .bind(&w.created_by)
+                    .bind(w.created_at)
+                    .bind(after)
+                    .execute(&mut *tx)
+                    .await?;
+                    Ok(d::token::WithSecret { value: w.clone(), sealed_secret: sealed_secret.map(str::to_owned) })
+                }
+                .await;
+                idem_settle(tx, idem, r).await
             }
 
             async fn get_webhook(&self, id: &str) -> Result<Option<(Webhook, String)>> {
@@ -118,15 +115,11 @@ macro_rules! sql_webhook_store {
                 if let Claim::Replay(done) = idem_claim::<bool>(&mut tx, idem).await? {
                     return Ok(done);
                 }
-                // Pending deliveries go with it (ON DELETE CASCADE).
-                let n = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
-                if n == 0 {
-                    // Nothing changed: let the caller record the refusal instead.
-                    return Ok(false);
-                }
-                idem_finish(&mut tx, idem, &true).await?;
-                tx.commit().await?;
-                Ok(true)
+                // Pending deliveries go with it (ON DELETE CASCADE). A webhook that was not there is
+                // recorded as such (false), so a retry answers NOT_FOUND as the first call did.
+                let r = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&mut *tx).await;
+                let r = r.map(|done| done.rows_affected() > 0).map_err(Error::from);
+                idem_settle(tx, idem, r).await
             }
 
             async fn fan_out_events(&self, limit: i64, now: chrono::DateTime<chrono::Utc>) -> Result<usize> {
