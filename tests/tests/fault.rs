@@ -252,21 +252,22 @@ async fn run(db: TestDb, replicas: usize) {
             break;
         }
         if Instant::now() > deadline {
-            // Say which readings are gone: stored, still held unacked by the agent, or neither.
+            // Say which readings are gone: neither stored nor still held unacked by the agent.
+            let mut tel = TelemetryServiceClient::new(srv.channel().await);
             let mut lost = Vec::new();
             for l in &mut loggers {
                 l.agent.kill();
-                let (stored, ..) = srv.app.store().count_readings(&l.agent.device_id).await.expect("count");
+                let (stored, _) = stored_readings(&mut tel, &srv.admin_token, &l.agent.device_id).await;
                 let dir = l.agent.data_dir.join(vaxtrace_agent::agent::BUFFER_DIR);
-                let held = vaxtrace_agent::buffer::Buffer::open(&dir, vaxtrace_agent::buffer::BufferConfig::default())
-                    .map(|b| b.unacked_count())
-                    .unwrap_or(0);
-                let gone = (l.readings as i64 - stored).max(0) as u64;
-                if gone > held {
-                    lost.push(format!(
-                        "{}: {stored} of {} stored, {held} held by the agent",
-                        l.agent.device_id, l.readings
-                    ));
+                let held: BTreeSet<u64> =
+                    vaxtrace_agent::buffer::Buffer::open(&dir, vaxtrace_agent::buffer::BufferConfig::default())
+                        .and_then(|b| b.unacked(0, usize::MAX))
+                        .map(|v| v.into_iter().map(|(seq, _)| seq).collect())
+                        .unwrap_or_default();
+                let gone: Vec<u64> =
+                    (1..=l.readings).filter(|s| !stored.contains_key(s) && !held.contains(s)).take(10).collect();
+                if !gone.is_empty() {
+                    lost.push(format!("{}: seqs {gone:?}…", l.agent.device_id));
                 }
             }
             panic!(
@@ -294,36 +295,7 @@ async fn run(db: TestDb, replicas: usize) {
         };
         assert_eq!(produced, l.readings, "{name}: agent {} produced {produced} readings", l.agent.device_id);
 
-        let mut seqs: BTreeMap<u64, u32> = BTreeMap::new();
-        let mut per_probe: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
-        let mut token = String::new();
-        loop {
-            let page = tel
-                .list_readings(authed(
-                    &srv.admin_token,
-                    pb::ListReadingsRequest {
-                        page_size: 1000,
-                        page_token: token.clone(),
-                        device_id: l.agent.device_id.clone(),
-                        start_time: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
-                        ..Default::default()
-                    },
-                ))
-                .await
-                .expect("list readings")
-                .into_inner();
-            for r in page.readings {
-                let r = r.reading.expect("reading");
-                *seqs.entry(r.seq).or_default() += 1;
-                let t = r.time.expect("time");
-                let ms = t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
-                per_probe.entry(r.probe).or_default().push(Reading::from_celsius(ms, r.temp_c));
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            token = page.next_page_token;
-        }
+        let (seqs, mut per_probe) = stored_readings(&mut tel, &srv.admin_token, &l.agent.device_id).await;
         let twice: Vec<_> = seqs.iter().filter(|(_, n)| **n > 1).map(|(s, _)| *s).collect();
         assert!(twice.is_empty(), "{name}: {}: seqs stored twice: {twice:?}", l.agent.device_id);
         let stored: BTreeSet<u64> = seqs.keys().copied().collect();
@@ -495,4 +467,44 @@ async fn check_alerts(
         }
     }
     Ok(())
+}
+
+/// A device's stored readings through `ListReadings`: how many rows each seq has, and the
+/// readings by probe.
+async fn stored_readings(
+    tel: &mut TelemetryServiceClient<tonic::transport::Channel>,
+    token: &str,
+    device_id: &str,
+) -> (BTreeMap<u64, u32>, BTreeMap<u32, Vec<Reading>>) {
+    let mut seqs: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut per_probe: BTreeMap<u32, Vec<Reading>> = BTreeMap::new();
+    let mut page_token = String::new();
+    loop {
+        let page = tel
+            .list_readings(authed(
+                token,
+                pb::ListReadingsRequest {
+                    page_size: 1000,
+                    page_token: page_token.clone(),
+                    device_id: device_id.to_owned(),
+                    start_time: Some(prost_types::Timestamp { seconds: 0, nanos: 0 }),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("list readings")
+            .into_inner();
+        for r in page.readings {
+            let r = r.reading.expect("reading");
+            *seqs.entry(r.seq).or_default() += 1;
+            let t = r.time.expect("time");
+            let ms = t.seconds * 1000 + i64::from(t.nanos) / 1_000_000;
+            per_probe.entry(r.probe).or_default().push(Reading::from_celsius(ms, r.temp_c));
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    (seqs, per_probe)
 }
