@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::procs::{AgentProc, Mosquitto, ServerProc, mosquitto_installed, rss_kib};
+use vaxtrace_tests::procs::{AgentProc, Mosquitto, ServerProc, SimAgent, mosquitto_installed, rss_kib};
+use vaxtrace_tests::world::register_logger_probes;
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -65,46 +66,24 @@ async fn main() {
     let mut tel = TelemetryServiceClient::new(srv.channel().await);
     let mut agents = Vec::new();
     for i in 0..agents_n {
-        let d = pb::Device {
-            serial: format!("SOAK-{i}-{}", uuid::Uuid::now_v7().simple()),
-            facility_id: w.c.clone(),
-            probes: (0..2)
-                .map(|p| pb::Probe { index: p, storage_unit_id: w.cu.clone(), label: format!("probe {p}") })
-                .collect(),
-            // The server's floor is a minute; NO_DATA then fires after three.
-            expected_interval: Some(prost_types::Duration { seconds: (interval_ms / 1000).max(60) as i64, nanos: 0 }),
-            ..Default::default()
-        };
-        let r = tel
-            .register_device(authed(&w.tok, pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() }))
-            .await
-            .expect("register")
-            .into_inner();
-        let id = r.device.map(|d| d.id).unwrap_or_default();
+        // The server's floor for the expected interval is a minute; NO_DATA then fires after three.
+        let every = (interval_ms / 1000).max(60) as i64;
+        let (id, key) = register_logger_probes(&srv, &w.tok, &w.c, &w.cu, 2, every).await;
         let data = dir.path().join(format!("agent-{i}"));
-        let config = format!(
-            r#"
-device_id = "{id}"
-data_dir = "{data}"
-interval = "{interval_ms}ms"
-[mqtt]
-url = "mqtt://127.0.0.1:{mqtt_port}"
-[uplink]
-key_hex = "{key}"
-[simulator]
-seed = {i}
-start = "now"
-[[probes]]
-index = 0
-source = {{ kind = "simulator", scenario = "stable" }}
-[[probes]]
-index = 1
-source = {{ kind = "simulator", scenario = "{scenario}" }}
-"#,
-            data = data.display(),
-            key = vaxtrace_proto::signing::to_hex(&r.key),
-            scenario = if i % 5 == 0 { "door_open" } else { "stable" },
-        );
+        let interval = format!("{interval_ms}ms");
+        let config = SimAgent {
+            id: &id,
+            key: &key,
+            data_dir: &data,
+            mqtt_port,
+            interval: &interval,
+            start: "now",
+            speed: 1,
+            max_readings: 0,
+            seed: i as u64,
+            scenarios: &["stable", if i % 5 == 0 { "door_open" } else { "stable" }],
+        }
+        .toml();
         agents.push(AgentProc::start(dir.path(), &id, &data, &config));
     }
     println!(

@@ -242,6 +242,56 @@ impl AgentProc {
     }
 }
 
+/// A simulated agent's config for [`AgentProc::start`].
+#[derive(Debug, Clone)]
+pub struct SimAgent<'a> {
+    /// Device id.
+    pub id: &'a str,
+    /// HMAC key.
+    pub key: &'a [u8],
+    /// Data directory.
+    pub data_dir: &'a Path,
+    /// Broker port on 127.0.0.1.
+    pub mqtt_port: u16,
+    /// Sampling interval, e.g. "60s".
+    pub interval: &'a str,
+    /// Simulated start ("now", "now - 1d").
+    pub start: &'a str,
+    /// Simulated seconds per real second.
+    pub speed: u64,
+    /// Readings in all (0 = forever).
+    pub max_readings: u64,
+    /// Simulator seed.
+    pub seed: u64,
+    /// One simulator scenario per probe (index = position).
+    pub scenarios: &'a [&'a str],
+}
+
+impl SimAgent<'_> {
+    /// The TOML: quick reconnects and a short ack timeout, so crashes cost seconds, not minutes.
+    pub fn toml(&self) -> String {
+        let mut t = format!(
+            "device_id = \"{id}\"\ndata_dir = \"{data}\"\ninterval = \"{interval}\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nkeep_alive = \"5s\"\nreconnect_min = \"200ms\"\nreconnect_max = \"2s\"\n\
+             [uplink]\nbatch_size = 60\nack_timeout = \"3s\"\nkey_hex = \"{key}\"\n\
+             [simulator]\nseed = {seed}\nspeed = {speed}\nstart = \"{start}\"\nmax_readings = {max}\n",
+            id = self.id,
+            data = self.data_dir.display(),
+            interval = self.interval,
+            port = self.mqtt_port,
+            key = vaxtrace_proto::signing::to_hex(self.key),
+            seed = self.seed,
+            speed = self.speed,
+            start = self.start,
+            max = self.max_readings,
+        );
+        for (i, s) in self.scenarios.iter().enumerate() {
+            t.push_str(&format!("[[probes]]\nindex = {i}\nsource = {{ kind = \"simulator\", scenario = \"{s}\" }}\n"));
+        }
+        t
+    }
+}
+
 /// A TCP forwarder between agents and the broker that can be unplugged: unplugging drops every
 /// open connection and refuses new ones until it is plugged in again.
 #[derive(Debug)]

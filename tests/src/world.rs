@@ -168,13 +168,28 @@ pub async fn register_logger(
     unit: &str,
     interval_secs: i64,
 ) -> (String, Vec<u8>) {
+    register_logger_probes(srv, tok, facility, unit, 1, interval_secs).await
+}
+
+/// Registers a logger at `facility` whose `probes` probes (indexes 0..) all measure `unit`,
+/// every `interval_secs`; returns its id and HMAC key.
+pub async fn register_logger_probes(
+    srv: &TestServer,
+    tok: &str,
+    facility: &str,
+    unit: &str,
+    probes: u32,
+    interval_secs: i64,
+) -> (String, Vec<u8>) {
     let mut tel = vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient::new(srv.channel().await);
     let d = pb::Device {
         serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
         name: "logger".into(),
         model: "Model A".into(),
         facility_id: facility.into(),
-        probes: vec![pb::Probe { index: 0, storage_unit_id: unit.into(), label: "probe 0".into() }],
+        probes: (0..probes)
+            .map(|i| pb::Probe { index: i, storage_unit_id: unit.into(), label: format!("probe {i}") })
+            .collect(),
         expected_interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
         ..Default::default()
     };

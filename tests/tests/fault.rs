@@ -16,7 +16,8 @@ use vaxtrace_coldchain::{AlarmKind, Profile, Reading, Transition, evaluate_all};
 use vaxtrace_proto::v1 as pb;
 use vaxtrace_proto::v1::alert_service_client::AlertServiceClient;
 use vaxtrace_proto::v1::telemetry_service_client::TelemetryServiceClient;
-use vaxtrace_tests::procs::{AgentProc, Cable, Mosquitto, ServerProc, mosquitto_installed};
+use vaxtrace_tests::procs::{AgentProc, Cable, Mosquitto, ServerProc, SimAgent, mosquitto_installed};
+use vaxtrace_tests::world::register_logger_probes;
 use vaxtrace_tests::{TestDb, TestServer, authed};
 
 /// Loggers publishing live (on a fast clock) during the chaos.
@@ -72,71 +73,6 @@ struct Logger {
     interval_ms: i64,
 }
 
-fn agent_config(
-    id: &str,
-    key: &[u8],
-    data: &Path,
-    port: u16,
-    interval: &str,
-    sim: (&str, u64, u64),
-    drift: bool,
-) -> String {
-    let (start, speed, samples) = sim;
-    format!(
-        r#"
-device_id = "{id}"
-data_dir = "{data}"
-interval = "{interval}"
-[mqtt]
-url = "mqtt://127.0.0.1:{port}"
-keep_alive = "5s"
-reconnect_min = "200ms"
-reconnect_max = "2s"
-[uplink]
-batch_size = 60
-ack_timeout = "3s"
-key_hex = "{key}"
-[simulator]
-seed = 11
-speed = {speed}
-start = "{start}"
-max_readings = {readings}
-[[probes]]
-index = 0
-source = {{ kind = "simulator", scenario = "stable" }}
-[[probes]]
-index = 1
-source = {{ kind = "simulator", scenario = "{scenario}" }}
-"#,
-        data = data.display(),
-        key = vaxtrace_proto::signing::to_hex(key),
-        readings = samples * PROBES,
-        scenario = if drift { "warm_drift" } else { "stable" },
-    )
-}
-
-async fn register(srv: &TestServer, facility: &str, unit: &str, interval_secs: i64) -> (String, Vec<u8>) {
-    let mut tel = TelemetryServiceClient::new(srv.channel().await);
-    let d = pb::Device {
-        serial: format!("SN-{}", uuid::Uuid::now_v7().simple()),
-        facility_id: facility.into(),
-        probes: (0..PROBES as u32)
-            .map(|i| pb::Probe { index: i, storage_unit_id: unit.into(), label: format!("probe {i}") })
-            .collect(),
-        expected_interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
-        ..Default::default()
-    };
-    let r = tel
-        .register_device(authed(
-            &srv.admin_token,
-            pb::RegisterDeviceRequest { device: Some(d), request_id: String::new() },
-        ))
-        .await
-        .expect("register logger")
-        .into_inner();
-    (r.device.map(|d| d.id).unwrap_or_default(), r.key)
-}
-
 async fn start_server(url: &str, mqtt: &str, log: &Path) -> ServerProc {
     let (url, mqtt, log) = (url.to_owned(), mqtt.to_owned(), log.to_owned());
     tokio::task::spawn_blocking(move || ServerProc::start(&url, &mqtt, &log, &["--no-data-check-interval", "2"]))
@@ -158,17 +94,34 @@ async fn run(db: TestDb, replicas: usize) {
     for i in 0..=LIVE_AGENTS {
         let offline = i == LIVE_AGENTS;
         let interval_secs = if offline { 300 } else { 60 };
-        let (id, key) = register(&srv, &w.c, &w.cu, interval_secs).await;
+        let (id, key) = register_logger_probes(&srv, &srv.admin_token, &w.c, &w.cu, PROBES as u32, interval_secs).await;
         let data = dir.path().join(format!("agent-{i}"));
-        let (config, samples) = if offline {
-            // A week of 5-minute samples in a few seconds; the last one a day before now.
-            let sim = ("now - 8d", 200_000, OFFLINE_SAMPLES);
-            (agent_config(&id, &key, &data, cable.port, "5m", sim, true), OFFLINE_SAMPLES)
-        } else {
+        let warm = offline || i % 4 == 0;
+        let mut sim = SimAgent {
+            id: &id,
+            key: &key,
+            data_dir: &data,
+            mqtt_port: broker.port,
             // 20 simulated hours in about 30 s: long enough for the warm ones to raise HEAT.
-            let sim = ("now - 1d", 2400, LIVE_SAMPLES);
-            (agent_config(&id, &key, &data, broker.port, "60s", sim, i % 4 == 0), LIVE_SAMPLES)
+            interval: "60s",
+            start: "now - 1d",
+            speed: 2400,
+            max_readings: LIVE_SAMPLES * PROBES,
+            seed: 11,
+            scenarios: &["stable", if warm { "warm_drift" } else { "stable" }],
         };
+        if offline {
+            // A week of 5-minute samples in a few seconds, the last a day before now, through the cable.
+            sim = SimAgent {
+                mqtt_port: cable.port,
+                interval: "5m",
+                start: "now - 8d",
+                speed: 200_000,
+                max_readings: OFFLINE_SAMPLES * PROBES,
+                ..sim
+            };
+        }
+        let (config, samples) = (sim.toml(), sim.max_readings / PROBES);
         let agent = AgentProc::start(dir.path(), &id, &data, &config);
         loggers.push(Logger { agent, readings: samples * PROBES, interval_ms: interval_secs * 1000 });
     }
