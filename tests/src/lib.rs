@@ -148,6 +148,24 @@ impl TestServer {
             .expect("connect to test server")
     }
 
+    /// Runs SQL on the server's database behind its back (a reachable one: see
+    /// [`TestServer::start_reachable`]): to set up what the API cannot, or to inject a failure.
+    pub async fn exec_sql(&self, q: &str) {
+        let q = sqlx::AssertSqlSafe(q.to_owned());
+        match &self.db {
+            TestDb::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url).await.expect("open the SQLite database");
+                sqlx::raw_sql(q).execute(&pool).await.expect("run SQL");
+                pool.close().await;
+            }
+            TestDb::Postgres(_) => {
+                let pool = sqlx::PgPool::connect(&self.database_url).await.expect("connect to PostgreSQL");
+                sqlx::raw_sql(q).execute(&pool).await.expect("run SQL");
+                pool.close().await;
+            }
+        }
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(s) = self.stop.take() {

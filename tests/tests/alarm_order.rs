@@ -252,3 +252,72 @@ async fn readings_committed_before_a_crash_are_evaluated_by_the_sweep() {
         srv.stop().await;
     }
 }
+
+/// A server killed after its evaluation wrote alerts but before it saved the rules' state (the
+/// state write fails here, by a trigger: the same database afterwards): the alerts came from a
+/// view with a gap that was only a batch in flight at another replica. When that batch is
+/// evaluated, the probe is replayed from the first reading and the split is withdrawn, instead of
+/// resuming from the old state that knows nothing of those alerts.
+#[tokio::test]
+async fn alerts_written_by_an_evaluation_that_never_saved_its_state_are_reconciled() {
+    for db in TestDb::all() {
+        let dir = tempfile::tempdir().unwrap();
+        let srv = TestServer::start_reachable(db, dir.path()).await;
+        let name = srv.db.name();
+        let w = world(&srv).await;
+        let (dev, key) = register_logger(&srv, &w.tok, &w.c, &w.cu, 60).await;
+        let t0 = Utc::now() - Duration::hours(3);
+        let at = |i: i64| t0 + Duration::minutes(i);
+        let warm = |r: std::ops::RangeInclusive<i64>| r.map(|i| (i as u64, at(i), 9.0)).collect::<Vec<_>>();
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &warm(1..=10)).await;
+
+        let (block, unblock) = match &srv.db {
+            TestDb::Sqlite => (
+                "CREATE TRIGGER vt_crash_i BEFORE INSERT ON probe_alarm_state BEGIN SELECT RAISE(ABORT, 'killed'); END; \
+                 CREATE TRIGGER vt_crash_u BEFORE UPDATE ON probe_alarm_state BEGIN SELECT RAISE(ABORT, 'killed'); END;",
+                "DROP TRIGGER vt_crash_i; DROP TRIGGER vt_crash_u;",
+            ),
+            TestDb::Postgres(_) => (
+                "CREATE FUNCTION vt_crash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'killed'; END $$; \
+                 CREATE TRIGGER vt_crash BEFORE INSERT OR UPDATE ON probe_alarm_state FOR EACH ROW EXECUTE FUNCTION vt_crash();",
+                "DROP TRIGGER vt_crash ON probe_alarm_state;",
+            ),
+        };
+        srv.exec_sql(block).await;
+        // Seqs 11..=39 are "at the other replica": this evaluation sees a 30-minute gap.
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &warm(40..=50)).await;
+        let excursions = async || {
+            let mut alerts = AlertServiceClient::new(srv.channel().await);
+            let all = alerts
+                .list_alerts(authed(&w.tok, pb::ListAlertsRequest { page_size: 1000, ..Default::default() }))
+                .await
+                .unwrap()
+                .into_inner()
+                .alerts;
+            let superseded = pb::AlertResolution::Superseded as i32;
+            let mut v: Vec<(i64, Option<i64>, bool)> = all
+                .iter()
+                .filter(|a| a.kind == pb::AlertKind::Excursion as i32)
+                .filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded))
+                .map(|a| (a.start_time.unwrap().seconds, a.end_time.map(|t| t.seconds), a.condition_active))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            excursions().await,
+            vec![(at(1).timestamp(), Some(at(40).timestamp()), false), (at(40).timestamp(), None, true)],
+            "{name}: the crashed evaluation wrote the split excursion"
+        );
+
+        // The restart; the other replica's batch arrives.
+        srv.exec_sql(unblock).await;
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &warm(11..=39)).await;
+        assert_eq!(
+            excursions().await,
+            vec![(at(1).timestamp(), None, true)],
+            "{name}: one excursion, still going, from the first warm reading"
+        );
+        srv.stop().await;
+    }
+}

@@ -82,7 +82,12 @@ async fn start_server(url: &str, mqtt: &str, log: &Path) -> ServerProc {
 
 async fn run(db: TestDb, replicas: usize) {
     let name = format!("{} with {replicas} replica(s)", db.name());
-    let dir = tempfile::tempdir().expect("tempdir");
+    // VAXTRACE_KEEP_FAULT_DIR=1 keeps the servers' and agents' logs and data for a post-mortem.
+    let keep = std::env::var("VAXTRACE_KEEP_FAULT_DIR").is_ok_and(|v| v == "1");
+    let dir = tempfile::Builder::new().prefix("vaxtrace-fault").disable_cleanup(keep).tempdir().expect("tempdir");
+    if keep {
+        eprintln!("{name}: keeping {}", dir.path().display());
+    }
     let srv = TestServer::start_reachable(db, dir.path()).await;
     let w = vaxtrace_tests::world::world(&srv).await;
     let mut broker = Mosquitto::start(dir.path());

@@ -799,22 +799,6 @@ async fn every_mutation_answers_a_retry_and_a_twin_as_the_first_call() {
     }
 }
 
-/// Runs SQL on the test server's database (a reachable one: see [`TestServer::start_reachable`]).
-async fn exec(srv: &TestServer, q: &str) {
-    match &srv.db {
-        TestDb::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&srv.database_url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_owned())).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-        TestDb::Postgres(_) => {
-            let pool = sqlx::PgPool::connect(&srv.database_url).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_owned())).execute(&pool).await.unwrap();
-            pool.close().await;
-        }
-    }
-}
-
 /// The answer recorded under a request_id (one caller's, in these tests).
 async fn recorded(srv: &TestServer, rid: &str) -> String {
     let q = "SELECT response FROM idempotency_keys WHERE request_id = $1";
@@ -856,7 +840,7 @@ async fn a_retry_answers_as_the_first_call_after_the_state_changed() {
         let (t1, t2) = (transfer("t-1"), transfer("t-2"));
         let first = answer(cx.w.stock.transfer_stock(authed(&cx.tok(), t1.clone())).await);
         assert!(first.is_ok(), "{name}: {first:?}");
-        exec(&srv, &format!("UPDATE lots SET expiry = '2020-01-31' WHERE id = '{}'", cx.w.lots[1])).await;
+        srv.exec_sql(&format!("UPDATE lots SET expiry = '2020-01-31' WHERE id = '{}'", cx.w.lots[1])).await;
         let before = cx.state().await;
         assert_eq!(answer(cx.w.stock.transfer_stock(authed(&cx.tok(), t1)).await), first, "{name}: after expiry");
         assert_eq!(cx.state().await, before, "{name}");
@@ -955,7 +939,7 @@ async fn a_count_recorded_by_an_older_version_is_read_on_retry() {
         let entries: Vec<_> = now[1].as_array().unwrap().iter().map(|r| r["correction"].clone()).collect();
         assert!(entries.iter().all(|e| e.is_object()), "{name}: every line corrected something: {now}");
         let old = serde_json::Value::Array(entries).to_string().replace('\'', "''");
-        exec(&srv, &format!("UPDATE idempotency_keys SET response = '{old}' WHERE request_id = 'count-1'")).await;
+        srv.exec_sql(&format!("UPDATE idempotency_keys SET response = '{old}' WHERE request_id = 'count-1'")).await;
         let before = cx.state().await;
         assert_eq!(cx.send("RecordPhysicalCount", Kind::Ok, "7", "count-1").await, first, "{name}");
         assert_eq!(cx.state().await, before, "{name}: the retry changed nothing");

@@ -566,31 +566,18 @@ async fn breach_quarantines_stock_until_assessed() {
 /// Makes every insert of a reading at 66.5 °C fail inside the database: a real failure of one
 /// device's writes in the middle of a grouped transaction, with no test hook in the server.
 async fn inject_write_failure(srv: &TestServer) {
-    match &srv.db {
+    let sql = match &srv.db {
         TestDb::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&srv.database_url).await.unwrap();
-            sqlx::raw_sql(
-                "CREATE TRIGGER vt_fail BEFORE INSERT ON readings WHEN NEW.temp_c = 66.5 \
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
+            "CREATE TRIGGER vt_fail BEFORE INSERT ON readings WHEN NEW.temp_c = 66.5 \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
         }
         TestDb::Postgres(_) => {
-            let pool = sqlx::PgPool::connect(&srv.database_url).await.unwrap();
-            sqlx::raw_sql(
-                "CREATE FUNCTION vt_fail_reading() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-                 IF NEW.temp_c = 66.5 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
-                 CREATE TRIGGER vt_fail BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION vt_fail_reading();",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            pool.close().await;
+            "CREATE FUNCTION vt_fail_reading() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.temp_c = 66.5 THEN RAISE EXCEPTION 'injected failure'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER vt_fail BEFORE INSERT ON readings FOR EACH ROW EXECUTE FUNCTION vt_fail_reading();"
         }
-    }
+    };
+    srv.exec_sql(sql).await;
 }
 
 async fn register(srv: &TestServer, w: &vaxtrace_tests::world::World, n: usize) -> Vec<(String, Vec<u8>)> {

@@ -361,19 +361,40 @@ impl App {
         // belong to another unit's history.
         let asks: Vec<(ProbeKey, Option<DateTime<Utc>>)> = plans.iter().map(|p| (p.4.clone(), p.3)).collect();
         let mut readings = self.store.probes_readings(&asks).await?;
-        let mut written = 0;
-        let mut saves = Vec::with_capacity(plans.len());
-        let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for (device, probe, state, after, key) in plans {
+        // Phase 1, pure: the rules over each probe's readings.
+        let mut runs = Vec::with_capacity(plans.len());
+        for (device, probe, mut state, after, key) in plans {
             let Some(unit) = units.get(&probe.storage_unit_id) else {
                 tracing::error!(device = %device.id, unit = %probe.storage_unit_id, "probe unit vanished");
                 continue;
             };
             let rows = readings.remove(&key).unwrap_or_default();
-            match self.apply_readings(device, probe, unit, state, after, &rows).await {
-                Ok((n, state, last)) => {
+            let profile = unit_profile(unit, device.expected_interval_secs);
+            let (events, last) = run_rules(&profile, &mut state, after, &rows);
+            runs.push(Run { device, probe, unit, profile, state, after, rows, events, last });
+        }
+        // The alerts are written one transaction each, the state after them: a process killed in
+        // between would leave alerts the saved state knows nothing of, and the next evaluation,
+        // resuming from that state, would never revisit them (an episode split by a gap that was
+        // only a batch in flight at another replica). So a probe about to write drops its saved
+        // state first: if the writes do not finish, its next evaluation replays it from the first
+        // reading and reconciles every alert. Evaluations that write nothing (most) skip this.
+        let writing: Vec<(String, u32)> = runs
+            .iter()
+            .filter(|r| !r.events.is_empty() || (r.after.is_none() && !r.rows.is_empty()))
+            .map(|r| (r.device.id.clone(), r.probe.index))
+            .collect();
+        self.store.forget_alarm_states(&writing).await?;
+        // Phase 2: the alerts.
+        let mut written = 0;
+        let mut saves = Vec::with_capacity(runs.len());
+        let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for run in runs {
+            let (device, probe) = (run.device, run.probe);
+            match self.write_events(&run).await {
+                Ok(n) => {
                     written += n;
-                    saves.push((device.id.clone(), probe.index, state.to_bytes().to_vec(), last));
+                    saves.push((device.id.clone(), probe.index, run.state.to_bytes().to_vec(), run.last));
                 }
                 Err(e) => {
                     failed.insert(device.id.clone());
@@ -394,37 +415,14 @@ impl App {
         Ok(written)
     }
 
-    /// Runs one probe's rules over its readings (from `after` on, `state` being the rules' state
-    /// there) and writes the alerts; returns the events written, the new state and how far it
-    /// reaches.
-    async fn apply_readings(
-        &self,
-        device: &Device,
-        probe: &Probe,
-        unit: &crate::domain::StorageUnit,
-        mut state: cc::State,
-        after: Option<DateTime<Utc>>,
-        readings: &[crate::domain::telemetry::StoredReading],
-    ) -> Result<(usize, cc::State, Option<DateTime<Utc>>)> {
-        let profile = unit_profile(unit, device.expected_interval_secs);
-        // Phase 1: run the rules. Phase 2: apply the transitions, each knowing how far its episode
-        // reaches, so a partial earlier view of the same episode is recognised (see AlertStore::raise).
-        let mut events: Vec<cc::AlarmEvent> = Vec::new();
-        let mut last = after;
-        for r in readings {
-            let mut reading = cc::Reading::from_celsius(r.time.timestamp_millis(), r.temp_c.unwrap_or(f64::NAN))
-                .with_sensor_fault(r.sensor_fault);
-            if let Some(p) = r.power_on {
-                reading = reading.with_power(p);
-            }
-            last = Some(r.time);
-            if let Ok(evs) = cc::evaluate(&profile, &mut state, reading) {
-                events.extend_from_slice(evs.as_slice());
-            }
-        }
+    /// Writes one probe's rule transitions as alerts (and, after a replay, withdraws the alerts
+    /// it no longer produces); returns the events written.
+    async fn write_events(&self, run: &Run<'_>) -> Result<usize> {
+        let (device, probe, unit, profile, state) = (run.device, run.probe, run.unit, &run.profile, &run.state);
+        let (after, readings, events, last) = (run.after, run.rows.as_slice(), &run.events, run.last);
         let last_ms = last.map_or(0, |t| t.timestamp_millis());
         let mut reach: HashMap<(cc::AlarmKind, i64), i64> = HashMap::new();
-        for e in &events {
+        for e in events {
             let r = reach.entry((e.kind, e.start_ms)).or_insert(last_ms);
             if e.transition == cc::Transition::Closed {
                 // The closing reading is not part of the episode, and the next episode may start
@@ -433,14 +431,14 @@ impl App {
             }
         }
         let mut written = 0;
-        for e in &events {
+        for e in events {
             let subject = subject(unit, device, probe, e.start_ms);
             let kind = al::alarm_kind(e.kind);
             let quarantines = matches!(kind, al::AlertKind::Heat | al::AlertKind::Freeze);
             let ev = match e.transition {
                 cc::Transition::Opened | cc::Transition::Escalated => {
                     let through = reach.get(&(e.kind, e.start_ms)).copied().unwrap_or(e.at_ms);
-                    let c = condition(e, subject, &unit.name, &profile, through);
+                    let c = condition(e, subject, &unit.name, profile, through);
                     let ev = self.raise_alert_event(&c).await?;
                     if let (true, Some(ev)) = (quarantines, &ev)
                         && ev.kind == al::EventType::Opened
@@ -452,7 +450,7 @@ impl App {
                 cc::Transition::Closed => {
                     let ev = self.clear_alert_event(kind, &subject, to_time(e.at_ms)).await?;
                     if let (true, Some(ev)) = (quarantines, &ev) {
-                        let details = al::alarm_details(e, &unit.name, &profile);
+                        let details = al::alarm_details(e, &unit.name, profile);
                         self.store.close_exposures(&ev.alert.id, to_time(e.at_ms), &details).await?;
                     }
                     ev
@@ -494,7 +492,7 @@ impl App {
         }
         // While a heat or freeze alarm lasts, stock put into the unit (a delivery, a transfer) is
         // exposed too: quarantine it at each evaluation, not only when the alarm opened.
-        if [cc::AlarmKind::Heat, cc::AlarmKind::Freeze].into_iter().any(|k| state.is_open(&profile, k)) {
+        if [cc::AlarmKind::Heat, cc::AlarmKind::Freeze].into_iter().any(|k| state.is_open(profile, k)) {
             // This probe's alerts only (indexed by device and probe), not every active one.
             for a in self.store.probe_alerts(&device.id, probe.index, &unit.id, 0).await? {
                 if a.condition_active && matches!(a.kind, al::AlertKind::Heat | al::AlertKind::Freeze) {
@@ -502,6 +500,43 @@ impl App {
                 }
             }
         }
-        Ok((written, state, last))
+        Ok(written)
     }
+}
+
+/// One probe's evaluation between the rules and the writes.
+struct Run<'a> {
+    device: &'a Device,
+    probe: &'a Probe,
+    unit: &'a crate::domain::StorageUnit,
+    profile: cc::Profile,
+    state: cc::State,
+    after: Option<DateTime<Utc>>,
+    rows: Vec<crate::domain::telemetry::StoredReading>,
+    events: Vec<cc::AlarmEvent>,
+    last: Option<DateTime<Utc>>,
+}
+
+/// Runs one probe's rules over its readings (from `after` on, `state` being the rules' state
+/// there); returns the transitions and how far the state now reaches.
+fn run_rules(
+    profile: &cc::Profile,
+    state: &mut cc::State,
+    after: Option<DateTime<Utc>>,
+    readings: &[crate::domain::telemetry::StoredReading],
+) -> (Vec<cc::AlarmEvent>, Option<DateTime<Utc>>) {
+    let mut events: Vec<cc::AlarmEvent> = Vec::new();
+    let mut last = after;
+    for r in readings {
+        let mut reading = cc::Reading::from_celsius(r.time.timestamp_millis(), r.temp_c.unwrap_or(f64::NAN))
+            .with_sensor_fault(r.sensor_fault);
+        if let Some(p) = r.power_on {
+            reading = reading.with_power(p);
+        }
+        last = Some(r.time);
+        if let Ok(evs) = cc::evaluate(profile, state, reading) {
+            events.extend_from_slice(evs.as_slice());
+        }
+    }
+    (events, last)
 }

@@ -627,6 +627,9 @@ pub trait TelemetryStore: Send + Sync {
         &self,
         keys: &[(String, u32)],
     ) -> Result<std::collections::HashMap<(String, u32), (Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)>>;
+    /// Drops several probes' saved alarm states, so their next evaluation replays them from the
+    /// first reading.
+    async fn forget_alarm_states(&self, keys: &[(String, u32)]) -> Result<()>;
     /// Saves several probes' alarm states in one statement.
     async fn save_alarm_states(
         &self,

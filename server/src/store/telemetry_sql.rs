@@ -819,6 +819,25 @@ macro_rules! sql_telemetry_store {
                 Ok(out)
             }
 
+            async fn forget_alarm_states(&self, keys: &[(String, u32)]) -> Result<()> {
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                // Committed before the alerts are written (see App::evaluate_devices), through
+                // the write transaction like the save.
+                let mut tx = self.begin_write().await?;
+                for chunk in keys.chunks(500) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("DELETE FROM probe_alarm_state WHERE ");
+                    for (i, (device_id, probe)) in chunk.iter().enumerate() {
+                        q.push(if i == 0 { "(device_id = " } else { " OR (device_id = " });
+                        q.push_bind(device_id.clone()).push(" AND probe = ").push_bind(i32::try_from(*probe).unwrap_or(i32::MAX)).push(")");
+                    }
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn save_alarm_states(
                 &self,
                 states: &[(String, u32, Vec<u8>, Option<chrono::DateTime<chrono::Utc>>)],
