@@ -946,12 +946,11 @@ async fn all_entries(w: &mut vaxtrace_tests::world::World) -> Vec<pb::LedgerEntr
 
 // Regression tests for what the contention run found, each deterministic.
 
-/// A request refused inside the store keeps its request_id, holding the refusal, in the same
-/// transaction: a twin that waited on the key (or any retry) is refused alike, even when the stock
-/// has grown meanwhile. The store once released the key with the rolled-back work and recorded the
-/// refusal only afterwards, so a twin in between ran afresh and could succeed.
+/// A request refused inside the store keeps its request_id, holding the refusal: a retry is
+/// refused alike even when the stock has grown meanwhile (the retry's work succeeds, finds the key
+/// and is rolled back).
 #[tokio::test]
-async fn a_refusal_keeps_its_request_id_in_the_same_transaction() {
+async fn a_refusal_keeps_its_request_id() {
     use vaxtrace_server::domain::stock::{EntryDraft, EntryKind, Operation};
     use vaxtrace_server::domain::{Caller, Idempotency, Role, new_id};
     use vaxtrace_server::error::Error;

@@ -171,6 +171,18 @@ impl App {
         self.remember(idem, r).await
     }
 
+    /// [`App::idempotent`] for work whose only write is one store transaction that records the
+    /// key itself (and, finding it taken, answers with what it holds): the key is looked up only
+    /// when the work fails, which saves a query on every first attempt of the busiest writes.
+    pub(crate) async fn idempotent_write<T: serde::de::DeserializeOwned>(
+        &self,
+        idem: Option<&Idempotency>,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let r = work.await;
+        self.remember(idem, r).await
+    }
+
     /// Passes a result through, remembering a final refusal under the request's key: a retried
     /// request_id then gets the same refusal instead of running against changed state. When the
     /// key already holds an answer (a twin of this request, in flight when it was looked up,

@@ -881,9 +881,10 @@ impl App {
         into.comment = comment;
         let op = Self::op(caller, request_id, vec![out, into]);
         let idem = Idempotency::from_request(caller, "TransferStock", request_id, &op.drafts)?;
-        // What may change over time is checked after the key is looked up.
+        // What may change over time is checked inside: a retry it refuses still gets the first
+        // answer (see App::remember).
         let written = self
-            .idempotent(idem.as_ref(), async {
+            .idempotent_write(idem.as_ref(), async {
                 Self::in_service(&from)?;
                 Self::in_service(&to)?;
                 Self::check_usable(&info, &info.lot_id)?;
@@ -935,7 +936,7 @@ impl App {
         d.comment = comment;
         let op = Self::op(caller, request_id, vec![d]);
         let idem = Idempotency::from_request(caller, "AdjustStock", request_id, &op.drafts)?;
-        self.idempotent(idem.as_ref(), async {
+        self.idempotent_write(idem.as_ref(), async {
             Self::in_service(&unit)?;
             self.store.post(idem.as_ref(), &op).await
         })

@@ -269,9 +269,6 @@ macro_rules! sql_alert_store {
                 kind: al::EventType,
             ) -> Result<Alert> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Alert> = async {
                     // Re-read under the lock and apply only the handling: ingest may have changed the
                     // condition (cleared, escalated) since the caller read the alert.
@@ -292,7 +289,7 @@ macro_rules! sql_alert_store {
                     Ok(current)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_alerts(&self, scope_path: &str, f: &al::AlertFilter, page: &PageRequest) -> Result<Page<Alert>> {

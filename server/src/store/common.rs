@@ -128,49 +128,6 @@ macro_rules! sql_store_common {
             })
         }
 
-        /// The outcome of claiming an idempotency key inside a write transaction.
-        enum Claim<T> {
-            /// First use: go ahead, then end the transaction with `idem_settle`.
-            Fresh,
-            /// A repeat: this is the first result.
-            Replay(T),
-        }
-
-        /// Claims the key first thing in the transaction. On PostgreSQL a concurrent claim of the same
-        /// key blocks on the primary key until the first transaction ends, so an in-flight original
-        /// is waited for, never run twice; SQLite's IMMEDIATE transactions serialize writers anyway.
-        /// A fresh claim sets a savepoint, so [`idem_settle`] can undo the work of a refused
-        /// request and still keep the key.
-        async fn idem_claim<T: serde::de::DeserializeOwned>(
-            tx: &mut Tx<'_>,
-            idem: Option<&d::Idempotency>,
-        ) -> Result<Claim<T>> {
-            let Some(k) = idem else { return Ok(Claim::Fresh) };
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) \
-                 VALUES ($1, $2, $3, $4, '', $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&k.token_id)
-            .bind(&k.request_id)
-            .bind(k.method)
-            .bind(&k.fingerprint)
-            .bind(d::now())
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                match held_under(&mut **tx, k).await? {
-                    Some($crate::store::Held::Answer(v)) => return Ok(Claim::Replay(serde_json::from_str(&v)?)),
-                    Some($crate::store::Held::Refusal(e)) => return Err(e),
-                    // A key committed without an answer (older versions left one behind when a
-                    // revoked token or a missing object was met): nothing was done, so do it now.
-                    None => {}
-                }
-            }
-            sqlx::query("SAVEPOINT idem_claimed").execute(&mut **tx).await?;
-            Ok(Claim::Fresh)
-        }
-
         /// What the key holds, read with `exec`: the first answer or refusal, REQUEST_ID_REUSED when
         /// the key was used for a different request, `None` when it holds nothing (yet).
         async fn held_under<'e, E: sqlx::Executor<'e, Database = $Db>>(
@@ -210,49 +167,6 @@ macro_rules! sql_store_common {
             refused: $crate::error::ErrorRecord,
         }
 
-        /// Records the result under the claimed key, in the same transaction as the change.
-        async fn idem_finish<T: serde::Serialize>(tx: &mut Tx<'_>, idem: Option<&d::Idempotency>, value: &T) -> Result<()> {
-            if let Some(k) = idem {
-                sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE token_id = $2 AND request_id = $3")
-                    .bind(serde_json::to_string(value)?)
-                    .bind(&k.token_id)
-                    .bind(&k.request_id)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-            Ok(())
-        }
-
-        /// Ends a write transaction that began with [`idem_claim`] and did its work with result `r`.
-        /// Success: the result is recorded under the key and committed. A refusal (a final answer,
-        /// such as INSUFFICIENT_STOCK): the work is undone but the key is kept, holding the
-        /// refusal, and committed, so a twin request waiting on the key, or any later retry, gets
-        /// this same refusal; were the key released with the work, the twin would run afresh
-        /// against stock changed meanwhile and could succeed where the first call was refused.
-        /// Any other error rolls everything back, key included, so a retry runs again.
-        async fn idem_settle<T: serde::Serialize>(mut tx: Tx<'_>, idem: Option<&d::Idempotency>, r: Result<T>) -> Result<T> {
-            match r {
-                Ok(v) => {
-                    idem_finish(&mut tx, idem, &v).await?;
-                    tx.commit().await?;
-                    Ok(v)
-                }
-                Err(e) => {
-                    if let (Some(k), Some(refused)) = (idem, e.to_record()) {
-                        sqlx::query("ROLLBACK TO SAVEPOINT idem_claimed").execute(&mut *tx).await?;
-                        sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE token_id = $2 AND request_id = $3")
-                            .bind(serde_json::to_string(&RefusalEnvelope { refused })?)
-                            .bind(&k.token_id)
-                            .bind(&k.request_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                    }
-                    Err(e)
-                }
-            }
-        }
-
         async fn fetch_facility(tx: &mut Tx<'_>, id: &str) -> Result<Option<Facility>> {
             let sql = format!("SELECT {FACILITY_COLS} FROM facilities WHERE id = $1");
             let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **tx).await?;
@@ -290,6 +204,71 @@ macro_rules! sql_store_common {
         }
 
         impl $Store {
+            /// Ends a write transaction that did its work with result `r`, recording the result
+            /// under the request's key in the same transaction (one insert, at the end).
+            ///
+            /// The key is written last, not claimed first: a first attempt (nearly every call)
+            /// pays one statement for it instead of a claim, a savepoint and an update. Twins in
+            /// flight both do the work, but only one commits it: on PostgreSQL the second key
+            /// insert waits for the first transaction and then finds the key, so its work is
+            /// rolled back and it answers with what the key holds; a later retry does the same
+            /// (SQLite's single writer makes every twin such a retry). A refusal (a final
+            /// answer, such as INSUFFICIENT_STOCK) rolls the work back and records the refusal
+            /// in a transaction of its own, unless the key already holds an answer, which is
+            /// then returned: both calls answer alike. Any other error rolls everything back and
+            /// records nothing, so a retry runs again, unless the key already holds an answer.
+            async fn idem_settle<T: serde::Serialize + serde::de::DeserializeOwned>(
+                &self,
+                mut tx: Tx<'_>,
+                idem: Option<&d::Idempotency>,
+                r: Result<T>,
+            ) -> Result<T> {
+                let Some(k) = idem else {
+                    if r.is_ok() {
+                        tx.commit().await?;
+                    }
+                    return r;
+                };
+                let v = match r {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tx.rollback().await?;
+                        return match $crate::store::Store::record_refusal(self, k, &e).await? {
+                            Some($crate::store::Held::Answer(json)) => Ok(serde_json::from_str(&json)?),
+                            Some($crate::store::Held::Refusal(first)) => Err(first),
+                            None => Err(e),
+                        };
+                    }
+                };
+                // A key committed without an answer (left by older versions when a revoked token
+                // or a missing object was met) held nothing: this answer becomes it.
+                let inserted = sqlx::query(
+                    "INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id, request_id) DO UPDATE SET response = excluded.response \
+                     WHERE idempotency_keys.response = '' AND idempotency_keys.method = excluded.method \
+                     AND idempotency_keys.fingerprint = excluded.fingerprint",
+                )
+                .bind(&k.token_id)
+                .bind(&k.request_id)
+                .bind(k.method)
+                .bind(&k.fingerprint)
+                .bind(serde_json::to_string(&v)?)
+                .bind(d::now())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 1 {
+                    tx.commit().await?;
+                    return Ok(v);
+                }
+                tx.rollback().await?;
+                match held_under(&self.pool, k).await? {
+                    Some($crate::store::Held::Answer(json)) => Ok(serde_json::from_str(&json)?),
+                    Some($crate::store::Held::Refusal(e)) => Err(e),
+                    None => Err(Error::Internal(format!("request_id {} holds no answer", k.request_id))),
+                }
+            }
+
             /// Applies the migrations not yet recorded, each once, in one write transaction;
             /// `preamble` runs first (PostgreSQL takes an advisory lock so replicas starting
             /// together do not race).
@@ -333,7 +312,9 @@ macro_rules! sql_store_common {
             }
 
             async fn record_refusal(&self, idem: &d::Idempotency, e: &Error) -> Result<Option<$crate::store::Held>> {
-                let Some(record) = e.to_record() else { return Ok(None) };
+                // An error that is no final answer records nothing, but a first answer under the
+                // key (a retry meeting an error the first attempt did not) still wins.
+                let Some(record) = e.to_record() else { return held_under(&self.pool, idem).await };
                 let response = serde_json::to_string(&RefusalEnvelope { refused: record })?;
                 // A write transaction: on PostgreSQL the insert waits for a twin still holding the
                 // key; on SQLite it queues with the other writers instead of meeting SQLITE_BUSY.
@@ -355,7 +336,7 @@ macro_rules! sql_store_common {
                 if inserted == 0 {
                     first = held_under(&mut *tx, idem).await?;
                     if first.is_none() {
-                        // The key was committed without an answer (see idem_claim): this refusal is it.
+                        // The key was committed without an answer (left by older versions): this refusal is it.
                         sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE token_id = $2 AND request_id = $3")
                             .bind(&response)
                             .bind(&idem.token_id)
@@ -397,9 +378,6 @@ macro_rules! sql_store_common {
                 sealed_secret: Option<&str>,
             ) -> Result<d::token::WithSecret<Token>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<d::token::WithSecret<Token>> = async {
                     let now = d::now();
                     sqlx::query(
@@ -427,7 +405,7 @@ macro_rules! sql_store_common {
                     Ok(d::token::WithSecret { value: token, sealed_secret: sealed_secret.map(str::to_owned) })
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_tokens(&self, include_revoked: bool, page: &PageRequest) -> Result<Page<Token>> {
@@ -447,9 +425,6 @@ macro_rules! sql_store_common {
 
             async fn revoke_token(&self, idem: Option<&d::Idempotency>, id: &str) -> Result<Option<Token>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<Token>> = async {
                     sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                         .bind(d::now())
@@ -462,7 +437,7 @@ macro_rules! sql_store_common {
                     Ok(token)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn get_facility(&self, id: &str) -> Result<Option<Facility>> {
@@ -479,9 +454,6 @@ macro_rules! sql_store_common {
                 new: &d::NewFacility,
             ) -> Result<Facility> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Facility> = async {
                     let now = d::now();
                     let f = Facility {
@@ -522,7 +494,7 @@ macro_rules! sql_store_common {
                     Ok(f)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn update_facility(
@@ -532,9 +504,6 @@ macro_rules! sql_store_common {
                 patch: &d::FacilityPatch,
             ) -> Result<Option<Facility>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<Facility>> = async {
                     let Some(mut f) = fetch_facility(&mut tx, id).await? else { return Ok(None) };
                     patch.apply(&mut f);
@@ -556,7 +525,7 @@ macro_rules! sql_store_common {
                     Ok(Some(f))
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_facilities(
@@ -625,9 +594,6 @@ macro_rules! sql_store_common {
                 new: &d::NewStorageUnit,
             ) -> Result<StorageUnit> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<StorageUnit> = async {
                     let now = d::now();
                     let u = StorageUnit {
@@ -662,7 +628,7 @@ macro_rules! sql_store_common {
                     Ok(u)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn update_storage_unit(
@@ -672,9 +638,6 @@ macro_rules! sql_store_common {
                 patch: &d::StorageUnitPatch,
             ) -> Result<Option<StorageUnit>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<StorageUnit>> = async {
                     let Some((mut u, _)) = fetch_unit(&mut tx, id).await? else { return Ok(None) };
                         // The overrides are checked against the merged unit; a refusal is kept under the key.
@@ -697,7 +660,7 @@ macro_rules! sql_store_common {
                     Ok(Some(u))
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_storage_units(
@@ -748,9 +711,6 @@ macro_rules! sql_store_common {
                 new: &d::NewProduct,
             ) -> Result<Product> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Product> = async {
                     let now = d::now();
                     let p = Product {
@@ -795,7 +755,7 @@ macro_rules! sql_store_common {
                     Ok(p)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn update_product(
@@ -805,9 +765,6 @@ macro_rules! sql_store_common {
                 patch: &d::ProductPatch,
             ) -> Result<Option<Product>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<Product>> = async {
                     let Some(mut p) = fetch_product(&mut tx, id).await? else { return Ok(None) };
                     patch.apply(&mut p);
@@ -831,7 +788,7 @@ macro_rules! sql_store_common {
                     Ok(Some(p))
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_products(&self, include_inactive: bool, page: &PageRequest) -> Result<Page<Product>> {
@@ -857,9 +814,6 @@ macro_rules! sql_store_common {
 
             async fn insert_lot(&self, idem: Option<&d::Idempotency>, id: &str, new: &d::NewLot) -> Result<Lot> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Lot> = async {
                     let l = Lot {
                         id: id.to_owned(),
@@ -887,7 +841,7 @@ macro_rules! sql_store_common {
                     Ok(l)
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_lots(

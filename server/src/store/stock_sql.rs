@@ -329,11 +329,8 @@ macro_rules! sql_stock_store {
 
             async fn post(&self, idem: Option<&d::Idempotency>, op: &Operation) -> Result<Vec<LedgerEntry>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r = post_in(&mut tx, op).await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn post_answering(
@@ -343,11 +340,8 @@ macro_rules! sql_stock_store {
                 answer: &(dyn for<'e> Fn(&'e [LedgerEntry]) -> Result<serde_json::Value> + Send + Sync),
             ) -> Result<serde_json::Value> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r = post_in(&mut tx, op).await.and_then(|entries| answer(&entries));
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>> {
@@ -455,11 +449,8 @@ macro_rules! sql_stock_store {
 
             async fn insert_shipment(&self, idem: Option<&d::Idempotency>, s: &st::Shipment) -> Result<st::Shipment> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r = write_shipment(&mut tx, s, true).await.map(|()| s.clone());
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn get_shipment(&self, id: &str) -> Result<Option<st::Shipment>> {
@@ -476,9 +467,6 @@ macro_rules! sql_stock_store {
                 op: &Operation,
             ) -> Result<st::Shipment> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 // The state is re-read under the lock: of two concurrent dispatches only one moves stock.
                 let r: Result<st::Shipment> = async {
                     let sql = format!("SELECT state FROM shipments WHERE id = $1{}", <$Store>::LOCK);
@@ -499,7 +487,7 @@ macro_rules! sql_stock_store {
                     Ok(s.clone())
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_shipments(
@@ -541,9 +529,6 @@ macro_rules! sql_stock_store {
                 reuse_from: chrono::NaiveDate,
             ) -> Result<st::SessionReport> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let res: Result<st::SessionReport> = async {
                     let mut report = r.clone();
                     sqlx::query(
@@ -652,7 +637,7 @@ macro_rules! sql_stock_store {
                     Ok(report)
                 }
                 .await;
-                idem_settle(tx, idem, res).await
+                self.idem_settle(tx, idem, res).await
             }
 
             async fn open_exposures(&self, exposures: &[st::Exposure], drafts: &[EntryDraft], actor: &str) -> Result<usize> {
@@ -749,9 +734,6 @@ macro_rules! sql_stock_store {
 
             async fn assess_exposure(&self, idem: Option<&d::Idempotency>, x: &st::Exposure, op: &Operation) -> Result<st::Exposure> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<st::Exposure> = async {
                     let sql = format!("SELECT state FROM exposures WHERE id = $1{}", <$Store>::LOCK);
                     let state: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(&x.id).fetch_optional(&mut *tx).await?;
@@ -772,7 +754,7 @@ macro_rules! sql_stock_store {
                     Ok(x.clone())
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn subtree_facilities(&self, path: &str) -> Result<Vec<Facility>> {
@@ -917,9 +899,6 @@ macro_rules! sql_stock_store {
 
             async fn set_policy(&self, idem: Option<&d::Idempotency>, p: &st::StockPolicy) -> Result<st::StockPolicy> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<st::StockPolicy> = async {
                     if p.min_doses == 0 && p.max_doses == 0 {
                         sqlx::query("DELETE FROM stock_policies WHERE facility_id = $1 AND product_id = $2")
@@ -945,7 +924,7 @@ macro_rules! sql_stock_store {
                     Ok(p.clone())
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_policies(

@@ -137,9 +137,6 @@ macro_rules! sql_telemetry_store {
                 sealed_key: Option<&str>,
             ) -> Result<d::token::WithSecret<Device>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<d::token::WithSecret<Device>> = async {
                     sqlx::query(
                         "INSERT INTO devices (id, serial, name, model, facility_id, expected_interval_secs, unsigned_allowed, \
@@ -176,7 +173,7 @@ macro_rules! sql_telemetry_store {
                     Ok(d::token::WithSecret { value: dev.clone(), sealed_secret: sealed_key.map(str::to_owned) })
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn get_device(&self, id: &str) -> Result<Option<(Device, Vec<u8>, String)>> {
@@ -246,9 +243,6 @@ macro_rules! sql_telemetry_store {
                 sealed_key: Option<&str>,
             ) -> Result<Option<d::token::WithSecret<Device>>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<d::token::WithSecret<Device>>> = async {
                     // Under the device lock, as ingest takes it: no batch commits between the offset
                     // being chosen and set.
@@ -290,14 +284,11 @@ macro_rules! sql_telemetry_store {
                     Ok(Some(d::token::WithSecret { value: dev, sealed_secret: sealed_key.map(str::to_owned) }))
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn update_device(&self, idem: Option<&d::Idempotency>, id: &str, patch: &tm::DevicePatch) -> Result<Option<Device>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<Option<Device>> = async {
                     let sql = format!("SELECT {DEVICE_COLS} FROM devices d WHERE d.id = $1{}", <$Store>::LOCK);
                     let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut *tx).await? else {
@@ -358,7 +349,7 @@ macro_rules! sql_telemetry_store {
                     Ok(Some(dev))
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn list_readings(

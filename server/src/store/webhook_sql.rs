@@ -53,9 +53,6 @@ macro_rules! sql_webhook_store {
                 sealed_secret: Option<&str>,
             ) -> Result<d::token::WithSecret<Webhook>> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(v) = idem_claim(&mut tx, idem).await? {
-                    return Ok(v);
-                }
                 let r: Result<d::token::WithSecret<Webhook>> = async {
                     // Start at the fan-out cursor, holding it: a fan-out running meanwhile would not
                     // see this webhook yet and could pass events it must get.
@@ -83,7 +80,7 @@ macro_rules! sql_webhook_store {
                     Ok(d::token::WithSecret { value: w.clone(), sealed_secret: sealed_secret.map(str::to_owned) })
                 }
                 .await;
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn get_webhook(&self, id: &str) -> Result<Option<(Webhook, String)>> {
@@ -112,14 +109,11 @@ macro_rules! sql_webhook_store {
 
             async fn delete_webhook(&self, idem: Option<&d::Idempotency>, id: &str) -> Result<bool> {
                 let mut tx = self.begin_write().await?;
-                if let Claim::Replay(done) = idem_claim::<bool>(&mut tx, idem).await? {
-                    return Ok(done);
-                }
                 // Pending deliveries go with it (ON DELETE CASCADE). A webhook that was not there is
                 // recorded as such (false), so a retry answers NOT_FOUND as the first call did.
                 let r = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&mut *tx).await;
                 let r = r.map(|done| done.rows_affected() > 0).map_err(Error::from);
-                idem_settle(tx, idem, r).await
+                self.idem_settle(tx, idem, r).await
             }
 
             async fn fan_out_events(&self, limit: i64, now: chrono::DateTime<chrono::Utc>) -> Result<usize> {
