@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../../migrations/postgres/0013_unit_alarm_overrides.sql")),
     (14, include_str!("../../migrations/postgres/0014_web_sessions.sql")),
     (15, include_str!("../../migrations/postgres/0015_unevaluated_readings.sql")),
+    (16, include_str!("../../migrations/postgres/0016_ledger_balance_reference.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
@@ -34,6 +35,8 @@ impl PgStore {
     /// Row locks serialize writers of the same balance or shipment.
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(7261)";
+    /// Byte order for text keys, whatever the database's collation: the order every writer locks balances in.
+    const BYTE_ORDER: &str = " COLLATE \"C\"";
     const LOCK: &str = " FOR UPDATE";
     /// Readings are partitioned by time, so their key is (device_id, seq, time).
     const SEQ_KEY_HOLDS_TIME: bool = true;

@@ -41,6 +41,8 @@ impl SqliteStore {
     /// SQLite has no row locks; IMMEDIATE transactions already serialize writers.
     /// Taken before writing an alert event so event ids become visible in order.
     const EVENT_LOCK: &str = "SELECT 1";
+    /// Text compares bytewise already (BINARY).
+    const BYTE_ORDER: &str = "";
     const LOCK: &str = "";
     /// The readings key is (device_id, seq) alone.
     const SEQ_KEY_HOLDS_TIME: bool = false;

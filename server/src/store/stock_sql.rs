@@ -124,23 +124,52 @@ macro_rules! sql_stock_store {
                     balances.insert((u.clone(), dr.lot_id.clone()), BalanceState::default());
                 }
             }
-            for chunk in balances.keys().cloned().collect::<Vec<_>>().chunks(LOCK_CHUNK) {
-                // The no-op upsert creates a missing balance and locks an existing one in one
-                // statement; rows are taken in key order, as every writer does.
+            let keys: Vec<(String, String)> = balances.keys().cloned().collect();
+            // Existing balances are locked without being written (an upsert would make a new row
+            // version of each), in byte order of the key, as every writer takes them.
+            let mut found = 0;
+            for chunk in keys.chunks(LOCK_CHUNK) {
                 let mut q = sqlx::QueryBuilder::<$Db>::new(
-                    "INSERT INTO stock_balances (storage_unit_id, lot_id, vials, quarantined_vials, vvm_stage, updated_at) ",
+                    "SELECT storage_unit_id, lot_id, vials, quarantined_vials FROM stock_balances \
+                     WHERE (storage_unit_id, lot_id) IN (",
                 );
                 q.push_values(chunk, |mut b, (unit, lot)| {
-                    b.push_bind(unit.clone()).push_bind(lot.clone()).push("0, 0, 0").push_bind(now);
+                    b.push_bind(unit.clone()).push_bind(lot.clone());
                 });
-                q.push(
-                    " ON CONFLICT (storage_unit_id, lot_id) DO UPDATE SET vials = stock_balances.vials \
-                     RETURNING storage_unit_id, lot_id, vials, quarantined_vials",
-                );
+                q.push(format!(
+                    ") ORDER BY storage_unit_id{c}, lot_id{c}{lock}",
+                    c = <$Store>::BYTE_ORDER,
+                    lock = <$Store>::LOCK
+                ));
                 for r in q.build().fetch_all(&mut **tx).await? {
                     let key: (String, String) = (r.try_get("storage_unit_id")?, r.try_get("lot_id")?);
                     let state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
                     balances.insert(key, state);
+                    found += 1;
+                }
+            }
+            if found < keys.len() {
+                // A balance that does not exist yet (stock arriving where that lot never was): the
+                // no-op upsert creates the missing ones and locks the rest, again in key order. The
+                // rows locked above come first whatever their place in that order; a writer that
+                // could be waiting on one of them has not created anything yet (it locks what
+                // exists before it creates), so the two cannot wait on each other.
+                for chunk in keys.chunks(LOCK_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new(
+                        "INSERT INTO stock_balances (storage_unit_id, lot_id, vials, quarantined_vials, vvm_stage, updated_at) ",
+                    );
+                    q.push_values(chunk, |mut b, (unit, lot)| {
+                        b.push_bind(unit.clone()).push_bind(lot.clone()).push("0, 0, 0").push_bind(now);
+                    });
+                    q.push(
+                        " ON CONFLICT (storage_unit_id, lot_id) DO UPDATE SET vials = stock_balances.vials \
+                         RETURNING storage_unit_id, lot_id, vials, quarantined_vials",
+                    );
+                    for r in q.build().fetch_all(&mut **tx).await? {
+                        let key: (String, String) = (r.try_get("storage_unit_id")?, r.try_get("lot_id")?);
+                        let state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
+                        balances.insert(key, state);
+                    }
                 }
             }
             let mut out = Vec::with_capacity(op.drafts.len());
