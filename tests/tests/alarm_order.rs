@@ -193,20 +193,9 @@ async fn readings_committed_before_a_crash_are_evaluated_by_the_sweep() {
         let late: Vec<_> = (40..=50).map(|i| (i as u64, at(i), 9.0)).collect();
         vaxtrace_tests::world::send_readings(&srv, &dev, &key, &early).await;
         vaxtrace_tests::world::send_readings(&srv, &dev, &key, &late).await;
-        let mut alerts = AlertServiceClient::new(srv.channel().await);
-        let mut standing = async || {
-            let all = alerts
-                .list_alerts(authed(&w.tok, pb::ListAlertsRequest { page_size: 1000, ..Default::default() }))
-                .await
-                .unwrap()
-                .into_inner()
-                .alerts;
-            let superseded = pb::AlertResolution::Superseded as i32;
-            let mut v: Vec<(i32, i64)> = all
-                .iter()
-                .filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded))
-                .map(|a| (a.kind, a.start_time.unwrap().seconds))
-                .collect();
+        let standing = async || {
+            let mut v: Vec<(i32, i64)> =
+                standing_alerts(&srv, &w.tok).await.iter().map(|a| (a.kind, a.start_time.unwrap().seconds)).collect();
             v.sort_unstable();
             v
         };
@@ -287,18 +276,10 @@ async fn alerts_written_by_an_evaluation_that_never_saved_its_state_are_reconcil
         // Seqs 11..=39 are "at the other replica": this evaluation sees a 30-minute gap.
         vaxtrace_tests::world::send_readings(&srv, &dev, &key, &warm(40..=50)).await;
         let excursions = async || {
-            let mut alerts = AlertServiceClient::new(srv.channel().await);
-            let all = alerts
-                .list_alerts(authed(&w.tok, pb::ListAlertsRequest { page_size: 1000, ..Default::default() }))
+            let mut v: Vec<(i64, Option<i64>, bool)> = standing_alerts(&srv, &w.tok)
                 .await
-                .unwrap()
-                .into_inner()
-                .alerts;
-            let superseded = pb::AlertResolution::Superseded as i32;
-            let mut v: Vec<(i64, Option<i64>, bool)> = all
                 .iter()
                 .filter(|a| a.kind == pb::AlertKind::Excursion as i32)
-                .filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded))
                 .map(|a| (a.start_time.unwrap().seconds, a.end_time.map(|t| t.seconds), a.condition_active))
                 .collect();
             v.sort_unstable();
@@ -320,4 +301,17 @@ async fn alerts_written_by_an_evaluation_that_never_saved_its_state_are_reconcil
         );
         srv.stop().await;
     }
+}
+
+/// The alerts that stand: all but those a replay withdrew (SUPERSEDED).
+async fn standing_alerts(srv: &TestServer, tok: &str) -> Vec<pb::Alert> {
+    let mut alerts = AlertServiceClient::new(srv.channel().await);
+    let all = alerts
+        .list_alerts(authed(tok, pb::ListAlertsRequest { page_size: 1000, ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .alerts;
+    let superseded = pb::AlertResolution::Superseded as i32;
+    all.into_iter().filter(|a| a.resolution.as_ref().is_none_or(|r| r.resolution != superseded)).collect()
 }
