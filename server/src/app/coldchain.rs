@@ -282,8 +282,8 @@ impl App {
     /// Evaluates the probes of several devices after new readings (each probe with the earliest
     /// reading time of its new readings), with a handful of queries for the whole set: the locks,
     /// the units, the rule states and the readings each in one, the states saved in one. Returns
-    /// the alert events written. A probe whose alerts cannot be written keeps its old state (its
-    /// next evaluation catches up) without stopping the others.
+    /// the alert events written. A probe whose alerts cannot be written is left without a saved
+    /// state (its next evaluation replays it) without stopping the others.
     pub(crate) async fn evaluate_devices(&self, items: &[DeviceProbes]) -> Result<usize> {
         let mut ids: Vec<String> = items.iter().map(|(d, _)| d.id.clone()).collect();
         ids.sort_unstable();
