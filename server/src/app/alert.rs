@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{Days, Utc};
+use chrono::{DateTime, Days, Utc};
 use tokio::sync::mpsc;
 
 use super::App;
@@ -95,6 +95,8 @@ impl App {
             kinds,
             states,
             min_severity,
+            start: None,
+            end: None,
         })
     }
 
@@ -107,10 +109,17 @@ impl App {
         kinds: Vec<i32>,
         states: Vec<i32>,
         min_severity: i32,
+        (start, end): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
         page_size: i32,
         page_token: &str,
     ) -> Result<(Page<Alert>, i64)> {
-        let f = self.alert_filter(caller, ancestor_id, unit, kinds, states, min_severity).await?;
+        let mut f = self.alert_filter(caller, ancestor_id, unit, kinds, states, min_severity).await?;
+        if let (Some(s), Some(e)) = (start, end)
+            && e <= s
+        {
+            return Err(Error::invalid("end_time", "must be after start_time"));
+        }
+        (f.start, f.end) = (start, end);
         // Read the cursor first: an event landing in between is then replayed, never missed.
         let latest = self.store.event_bounds().await?.1;
         let page = PageRequest::parse(page_size, page_token, &f)?;

@@ -176,7 +176,7 @@ impl App {
         if group.facility && group.product && !group.lot {
             let mut token = String::new();
             loop {
-                let page = self.list_policies(caller, "", "", 1000, &token).await?;
+                let page = self.list_policies(caller, "", "", "", 1000, &token).await?;
                 policies.extend(
                     page.items.into_iter().map(|p| ((p.facility_id, p.product_id), (p.min_doses, p.max_doses))),
                 );

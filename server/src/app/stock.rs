@@ -1372,6 +1372,7 @@ impl App {
         &self,
         caller: &Caller,
         facility_id: &str,
+        ancestor_id: &str,
         product_id: &str,
         page_size: i32,
         page_token: &str,
@@ -1381,9 +1382,14 @@ impl App {
             Some(f) => Some(self.facility_for(caller, Action::ReadStock, &f, "facility_id").await?.id),
             None => None,
         };
+        // A subtree in scope narrows the scope itself.
+        let under = match validate::optional_id("ancestor_id", ancestor_id)? {
+            Some(a) => self.facility_for(caller, Action::ReadStock, &a, "ancestor_id").await?.path,
+            None => caller.scope_path.clone(),
+        };
         let product = validate::optional_id("product_id", product_id)?;
-        let page = PageRequest::parse(page_size, page_token, &(&facility, &product))?;
-        self.store.list_policies(&caller.scope_path, facility.as_deref(), product.as_deref(), &page).await
+        let page = PageRequest::parse(page_size, page_token, &(&facility, &under, &product))?;
+        self.store.list_policies(&under, facility.as_deref(), product.as_deref(), &page).await
     }
 }
 
@@ -1493,21 +1499,39 @@ impl App {
     pub async fn list_exposures(
         &self,
         caller: &Caller,
-        facility_id: &str,
-        state: i32,
+        q: &st::ExposureQuery,
         page_size: i32,
         page_token: &str,
     ) -> Result<Page<st::Exposure>> {
         caller.require(Action::ReadStock)?;
-        let facility = match validate::optional_id("facility_id", facility_id)? {
+        let facility_id = match validate::optional_id("facility_id", &q.facility_id)? {
             Some(f) => Some(self.facility_for(caller, Action::ReadStock, &f, "facility_id").await?.id),
             None => None,
         };
-        if !(0..=3).contains(&state) {
-            return Err(Error::invalid("state", "unknown exposure state"));
+        let ancestor_path = match validate::optional_id("ancestor_id", &q.ancestor_id)? {
+            Some(a) => Some(self.facility_for(caller, Action::ReadStock, &a, "ancestor_id").await?.path),
+            None => None,
+        };
+        if q.states.iter().any(|s| st::ExposureState::from_i32(*s).is_none()) {
+            return Err(Error::invalid("states", "unknown exposure state"));
         }
-        let page = PageRequest::parse(page_size, page_token, &(&facility, state))?;
-        self.store.list_exposures(&caller.scope_path, facility.as_deref(), state, &page).await
+        if let (Some(s), Some(e)) = (q.start, q.end)
+            && e <= s
+        {
+            return Err(Error::invalid("end_time", "must be after start_time"));
+        }
+        let f = st::ExposureFilter {
+            facility_id,
+            ancestor_path,
+            storage_unit_id: validate::optional_id("storage_unit_id", &q.storage_unit_id)?,
+            lot_id: validate::optional_id("lot_id", &q.lot_id)?,
+            alert_id: validate::optional_id("alarm_id", &q.alert_id)?,
+            states: q.states.clone(),
+            start: q.start,
+            end: q.end,
+        };
+        let page = PageRequest::parse(page_size, page_token, &f)?;
+        self.store.list_exposures(&caller.scope_path, &f, &page).await
     }
 }
 

@@ -270,6 +270,11 @@ pub struct AlertFilter {
     pub states: Vec<i32>,
     /// At least this severity.
     pub min_severity: i32,
+    /// Only alerts whose condition was going on at or after this time (no end, or an end at or
+    /// after it).
+    pub start: Option<DateTime<Utc>>,
+    /// Only alerts whose condition started before this time.
+    pub end: Option<DateTime<Utc>>,
 }
 
 /// Expiry risk severity: expired or within 30 days is an alarm, 31..60 days a warning, 61..90 info.

@@ -852,6 +852,48 @@ int_enum! {
     }
 }
 
+/// What an exposure listing asks for, as the caller gave it (ids unchecked, states as numbers).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExposureQuery {
+    /// Only this facility.
+    pub facility_id: String,
+    /// Only this facility or below it.
+    pub ancestor_id: String,
+    /// Only this storage unit.
+    pub storage_unit_id: String,
+    /// Only this lot.
+    pub lot_id: String,
+    /// Only the exposures of this alarm.
+    pub alert_id: String,
+    /// When non-empty, only these states.
+    pub states: Vec<i32>,
+    /// Only exposures starting at or after this time.
+    pub start: Option<DateTime<Utc>>,
+    /// Only exposures starting before this time.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// An exposure listing's filters, checked: the store applies them as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExposureFilter {
+    /// Only this facility.
+    pub facility_id: Option<String>,
+    /// Only under this facility path.
+    pub ancestor_path: Option<String>,
+    /// Only this storage unit.
+    pub storage_unit_id: Option<String>,
+    /// Only this lot.
+    pub lot_id: Option<String>,
+    /// Only the exposures of this alarm.
+    pub alert_id: Option<String>,
+    /// When non-empty, only these states.
+    pub states: Vec<i32>,
+    /// Only exposures starting at or after this time.
+    pub start: Option<DateTime<Utc>>,
+    /// Only exposures starting before this time.
+    pub end: Option<DateTime<Utc>>,
+}
+
 /// A district officer's decision on exposed vials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assessment {

@@ -109,9 +109,8 @@ impl pb::alert_service_server::AlertService for AlertApi {
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        if r.start_time.is_some() || r.end_time.is_some() {
-            return Err(Error::Unimplemented("time filters on alerts arrive with cold-chain ingest".into()).into());
-        }
+        let window =
+            (super::convert::instant("start_time", r.start_time)?, super::convert::instant("end_time", r.end_time)?);
         let (page, latest) = self
             .0
             .list_alerts(
@@ -121,6 +120,7 @@ impl pb::alert_service_server::AlertService for AlertApi {
                 r.kinds,
                 r.states,
                 r.min_severity,
+                window,
                 r.page_size,
                 &r.page_token,
             )

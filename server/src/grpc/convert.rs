@@ -12,16 +12,6 @@ use crate::domain::thresholds::{self, AlarmOverrides, AlarmOverridesInput};
 use crate::domain::{Facility, Lot, Product, StorageUnit, Token};
 use crate::error::Error;
 
-/// A request's optional timestamp; out of range names `field`.
-pub fn time_opt(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, crate::error::Error> {
-    match t {
-        None => Ok(None),
-        Some(t) => DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
-            .map(Some)
-            .ok_or_else(|| crate::error::Error::invalid(field, "is out of range")),
-    }
-}
-
 /// A UTC instant on the wire.
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0) }
@@ -230,7 +220,7 @@ impl From<IssuedToken> for pb::CreateTokenResponse {
     }
 }
 
-/// An optional wire instant; an out-of-range one is an invalid `field`.
+/// An optional wire instant; an out-of-range one (negative nanos included) is an invalid `field`.
 pub fn instant(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Error> {
     match t {
         None => Ok(None),

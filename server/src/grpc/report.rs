@@ -254,8 +254,8 @@ impl pb::report_service_server::ReportService for ReportApi {
     ) -> Result<Response<Self::ExportEpcisStream>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let start = super::convert::time_opt("start_time", r.start_time)?;
-        let end = super::convert::time_opt("end_time", r.end_time)?;
+        let start = super::convert::instant("start_time", r.start_time)?;
+        let end = super::convert::instant("end_time", r.end_time)?;
         let doc = self.0.export_epcis(&c, &r.facility_id, start, end).await?;
         let chunks: Vec<Result<pb::EpcisChunk, Status>> =
             doc.into_bytes().chunks(64 * 1024).map(|b| Ok(pb::EpcisChunk { data: b.to_vec() })).collect();

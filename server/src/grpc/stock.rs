@@ -1,6 +1,6 @@
 //! `vaxtrace.v1.StockService`.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tonic::{Request, Response, Status};
 use vaxtrace_proto::v1 as pb;
 
@@ -18,15 +18,6 @@ pub struct StockApi(pub App);
 
 fn opt(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
-}
-
-fn time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Error> {
-    match t {
-        None => Ok(None),
-        Some(t) => DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-            .map(Some)
-            .ok_or_else(|| Error::invalid("time", "is out of range")),
-    }
 }
 
 /// An optional wire date, validated; `field` names it in the error.
@@ -178,8 +169,8 @@ pub fn entry_filter(r: &pb::ListLedgerEntriesRequest) -> Result<EntryFilter, Err
         product_id: id("product_id", &r.product_id)?,
         lot_id: id("lot_id", &r.lot_id)?,
         kinds: r.kinds.clone(),
-        start: time(r.start_time)?,
-        end: time(r.end_time)?,
+        start: super::convert::instant("start_time", r.start_time)?,
+        end: super::convert::instant("end_time", r.end_time)?,
         shipment_id: id("shipment_id", &r.shipment_id)?,
         session_report_id: id("session_report_id", &r.session_report_id)?,
         newest_first: r.newest_first,
@@ -648,10 +639,8 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::ListStockPoliciesResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        if !r.ancestor_id.is_empty() {
-            return Err(Error::Unimplemented("ancestor_id filter on policies; filter by facility_id".into()).into());
-        }
-        let page = self.0.list_policies(&c, &r.facility_id, &r.product_id, r.page_size, &r.page_token).await?;
+        let page =
+            self.0.list_policies(&c, &r.facility_id, &r.ancestor_id, &r.product_id, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListStockPoliciesResponse {
             policies: page.items.into_iter().map(policy).collect(),
             next_page_token: page.next_page_token,
@@ -685,18 +674,17 @@ impl pb::stock_service_server::StockService for StockApi {
     ) -> Result<Response<pb::ListExposuresResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        if !r.ancestor_id.is_empty()
-            || !r.storage_unit_id.is_empty()
-            || !r.lot_id.is_empty()
-            || !r.alarm_id.is_empty()
-            || r.states.len() > 1
-            || r.start_time.is_some()
-            || r.end_time.is_some()
-        {
-            return Err(Error::Unimplemented("exposure filters other than one state".into()).into());
-        }
-        let state = r.states.first().copied().unwrap_or(0);
-        let page = self.0.list_exposures(&c, "", state, r.page_size, &r.page_token).await?;
+        let q = crate::domain::stock::ExposureQuery {
+            facility_id: String::new(),
+            ancestor_id: r.ancestor_id,
+            storage_unit_id: r.storage_unit_id,
+            lot_id: r.lot_id,
+            alert_id: r.alarm_id,
+            states: r.states,
+            start: super::convert::instant("start_time", r.start_time)?,
+            end: super::convert::instant("end_time", r.end_time)?,
+        };
+        let page = self.0.list_exposures(&c, &q, r.page_size, &r.page_token).await?;
         Ok(Response::new(pb::ListExposuresResponse {
             exposures: page.items.into_iter().map(exposure).collect(),
             next_page_token: page.next_page_token,

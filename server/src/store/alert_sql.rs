@@ -301,7 +301,9 @@ macro_rules! sql_alert_store {
                      AND ($5 IS NULL OR a.storage_unit_id = $5) \
                      AND ($6 = '' OR (',' || $6 || ',') LIKE ('%,' || CAST(a.kind AS TEXT) || ',%')) \
                      AND ($7 = '' OR (',' || $7 || ',') LIKE ('%,' || CAST(a.state AS TEXT) || ',%')) \
-                     AND a.severity >= $8 AND ($9 IS NULL OR a.id < $9) ORDER BY a.id DESC LIMIT $10"
+                     AND a.severity >= $8 AND ($9 IS NULL OR a.id < $9) \
+                     AND ($11 IS NULL OR a.end_time IS NULL OR a.end_time >= $11) AND ($12 IS NULL OR a.start_time < $12) \
+                     ORDER BY a.id DESC LIMIT $10"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(scope_path)
@@ -314,6 +316,8 @@ macro_rules! sql_alert_store {
                     .bind(f.min_severity)
                     .bind(&page.after)
                     .bind(page.fetch_limit())
+                    .bind(f.start)
+                    .bind(f.end)
                     .fetch_all(&self.pool)
                     .await?;
                 let items = rows.iter().map(alert_row).collect::<Result<Vec<_>>>()?;

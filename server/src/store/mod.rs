@@ -302,12 +302,11 @@ pub trait StockStore: Send + Sync {
     ) -> Result<()>;
     /// One exposure with its facility's path.
     async fn get_exposure(&self, id: &str) -> Result<Option<(crate::domain::stock::Exposure, String)>>;
-    /// Exposures under `scope_path`, newest first.
+    /// Exposures under `scope_path` that pass the filter, newest first.
     async fn list_exposures(
         &self,
         scope_path: &str,
-        facility_id: Option<&str>,
-        state: i32,
+        filter: &crate::domain::stock::ExposureFilter,
         page: &PageRequest,
     ) -> Result<Page<crate::domain::stock::Exposure>>;
     /// Writes an assessment and its ledger entries if the exposure is still pending.

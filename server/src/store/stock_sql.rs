@@ -742,19 +742,31 @@ macro_rules! sql_stock_store {
                 }
             }
 
-            async fn list_exposures(&self, scope_path: &str, facility_id: Option<&str>, state: i32, page: &PageRequest) -> Result<Page<st::Exposure>> {
+            async fn list_exposures(&self, scope_path: &str, x: &st::ExposureFilter, page: &PageRequest) -> Result<Page<st::Exposure>> {
+                let states = x.states.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
                 let sql = format!(
                     "SELECT {EXPOSURE_COLS} FROM exposures x JOIN facilities f ON f.id = x.facility_id \
-                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR x.facility_id = $3) AND ($4 = 0 OR x.state = $4) \
-                     AND ($5 IS NULL OR x.id < $5) ORDER BY x.id DESC LIMIT $6"
+                     WHERE f.path >= $1 AND f.path < $2 AND ($3 IS NULL OR x.facility_id = $3) \
+                     AND ($4 = '' OR (',' || $4 || ',') LIKE ('%,' || CAST(x.state AS TEXT) || ',%')) \
+                     AND ($5 IS NULL OR x.id < $5) AND ($7 IS NULL OR (f.path >= $7 AND f.path < $8)) \
+                     AND ($9 IS NULL OR x.storage_unit_id = $9) AND ($10 IS NULL OR x.lot_id = $10) \
+                     AND ($11 IS NULL OR x.alert_id = $11) AND ($12 IS NULL OR x.start_time >= $12) \
+                     AND ($13 IS NULL OR x.start_time < $13) ORDER BY x.id DESC LIMIT $6"
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(scope_path)
                     .bind($crate::store::path_upper(scope_path))
-                    .bind(facility_id)
-                    .bind(state)
+                    .bind(&x.facility_id)
+                    .bind(states)
                     .bind(&page.after)
                     .bind(page.fetch_limit())
+                    .bind(&x.ancestor_path)
+                    .bind(x.ancestor_path.as_deref().map($crate::store::path_upper))
+                    .bind(&x.storage_unit_id)
+                    .bind(&x.lot_id)
+                    .bind(&x.alert_id)
+                    .bind(x.start)
+                    .bind(x.end)
                     .fetch_all(&self.pool)
                     .await?;
                 let items = rows.iter().map(exposure_row).collect::<Result<Vec<_>>>()?;

@@ -64,7 +64,8 @@ async fn unresolved_alerts(app: &App, c: &Caller, kinds: Vec<i32>) -> Result<(Ve
     let states = vec![AlertState::Open.as_i32(), AlertState::Acknowledged.as_i32()];
     let mut cursor = None;
     loop {
-        let (page, latest) = app.list_alerts(c, "", "", kinds.clone(), states.clone(), 0, 1000, &token).await?;
+        let (page, latest) =
+            app.list_alerts(c, "", "", kinds.clone(), states.clone(), 0, (None, None), 1000, &token).await?;
         cursor.get_or_insert(latest);
         out.extend(page.items);
         if page.next_page_token.is_empty() || out.len() >= LIST_CAP {
@@ -562,7 +563,7 @@ async fn alerts_page(app: &App, ui: &Ui, q: &AlertsQuery, kept: Option<&Kept>) -
     };
     let kinds = q.kind.map(|k| vec![k]).unwrap_or_default();
     let token = q.page_token.clone().unwrap_or_default();
-    let (page, latest) = match app.list_alerts(c, "", "", kinds, states, 0, 200, &token).await {
+    let (page, latest) = match app.list_alerts(c, "", "", kinds, states, 0, (None, None), 200, &token).await {
         Ok(x) => x,
         Err(e) => return render_error(ui, e),
     };
@@ -877,6 +878,7 @@ async fn facility_page(
                 vec![AlertKind::Heat.as_i32(), AlertKind::Freeze.as_i32(), AlertKind::Excursion.as_i32()],
                 Vec::new(),
                 0,
+                (Some(start), Some(end)),
                 200,
                 "",
             )
@@ -994,7 +996,12 @@ async fn facility_page(
     }
     body.push_str("</section>");
     // Exposed lots waiting for an assessment.
-    let exposures = app.list_exposures(c, &f.id, 1, 100, "").await?;
+    let pending = crate::domain::stock::ExposureQuery {
+        facility_id: f.id.clone(),
+        states: vec![crate::domain::stock::ExposureState::Pending.as_i32()],
+        ..Default::default()
+    };
+    let exposures = app.list_exposures(c, &pending, 100, "").await?;
     let _ = write!(body, r#"<section aria-labelledby="h-exp"><h2 id="h-exp">{}</h2>"#, esc(t.exposures));
     if exposures.items.is_empty() {
         let _ = write!(body, "<p>{}</p>", esc(t.no_exposures));

@@ -88,6 +88,7 @@ async fn body(app: &App, ui: &Ui, d: &Desk, from: usize) -> Result<String> {
             Vec::new(),
             vec![AlertState::Open.as_i32(), AlertState::Acknowledged.as_i32()],
             0,
+            (None, None),
             100,
             "",
         )
@@ -130,7 +131,7 @@ async fn body(app: &App, ui: &Ui, d: &Desk, from: usize) -> Result<String> {
     // and the README put it.
     let today = Utc::now().date_naive();
     let stock = if d.holds_stock() { d.stock(app, c).await? } else { Vec::new() };
-    let policies = app.list_policies(c, &d.f.id, "", 1000, "").await?.items;
+    let policies = app.list_policies(c, &d.f.id, "", "", 1000, "").await?.items;
     if !policies.is_empty() {
         let mut own: BTreeMap<&str, i64> = BTreeMap::new();
         for s in &stock {
