@@ -729,3 +729,43 @@ async fn concurrent_devices_are_acked_only_after_commit() {
         }
     }
 }
+
+/// Another replica re-binds a probe to another unit while this one still holds the device as it
+/// was (its cache keeps a device for minutes): the next batch is not filed under the old unit,
+/// because the commit re-checks the device under its row lock and the batch is validated again.
+#[tokio::test]
+async fn a_probe_re_bound_by_another_replica_files_the_next_batch_under_its_new_unit() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let name = srv.db.name();
+        let w = world(&srv).await;
+        let (dev, key) = vaxtrace_tests::world::register_logger(&srv, &w.tok, &w.n, &w.nu1, 60).await;
+        let t0 = chrono::Utc::now() - chrono::Duration::hours(1);
+        let at = |i: i64| t0 + chrono::Duration::minutes(i);
+        // This replica caches the device as it stores a first batch.
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &[(1, at(1), 5.0)]).await;
+        // The other replica: the store itself, past this App's cache.
+        let probes = vec![vaxtrace_server::domain::telemetry::Probe {
+            index: 0,
+            storage_unit_id: w.nu2.clone(),
+            label: "moved".into(),
+        }];
+        let patch = vaxtrace_server::domain::telemetry::DevicePatch { probes: Some(probes), ..Default::default() };
+        srv.app.store().update_device(None, &dev, &patch).await.unwrap().unwrap();
+        vaxtrace_tests::world::send_readings(&srv, &dev, &key, &[(2, at(2), 5.5)]).await;
+
+        let mut tel = TelemetryServiceClient::new(srv.channel().await);
+        let mut seqs_in = async |unit: &str| {
+            let req = pb::ListReadingsRequest {
+                storage_unit_id: unit.into(),
+                start_time: Some(prost_types::Timestamp { seconds: t0.timestamp(), nanos: 0 }),
+                ..Default::default()
+            };
+            let r = tel.list_readings(authed(&w.tok, req)).await.unwrap().into_inner();
+            r.readings.into_iter().map(|r| r.reading.map_or(0, |x| x.seq)).collect::<Vec<_>>()
+        };
+        assert_eq!(seqs_in(&w.nu1).await, vec![1], "{name}: the old unit keeps what it measured");
+        assert_eq!(seqs_in(&w.nu2).await, vec![2], "{name}: the batch after the re-binding is the new unit's");
+        srv.stop().await;
+    }
+}
