@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (14, include_str!("../../migrations/postgres/0014_web_sessions.sql")),
     (15, include_str!("../../migrations/postgres/0015_unevaluated_readings.sql")),
     (16, include_str!("../../migrations/postgres/0016_ledger_balance_reference.sql")),
+    (17, include_str!("../../migrations/postgres/0017_ledger_reversal_index.sql")),
 ];
 
 /// The PostgreSQL implementation of [`crate::store::Store`].
@@ -37,6 +38,8 @@ impl PgStore {
     const EVENT_LOCK: &str = "SELECT pg_advisory_xact_lock(7261)";
     /// Byte order for text keys, whatever the database's collation: the order every writer locks balances in.
     const BYTE_ORDER: &str = " COLLATE \"C\"";
+    /// Data-modifying statements may run in a WITH clause.
+    const WRITABLE_CTE: bool = true;
     const LOCK: &str = " FOR UPDATE";
     /// Readings are partitioned by time, so their key is (device_id, seq, time).
     const SEQ_KEY_HOLDS_TIME: bool = true;

@@ -43,6 +43,8 @@ impl SqliteStore {
     const EVENT_LOCK: &str = "SELECT 1";
     /// Text compares bytewise already (BINARY).
     const BYTE_ORDER: &str = "";
+    /// No data-modifying statements in a WITH clause.
+    const WRITABLE_CTE: bool = false;
     const LOCK: &str = "";
     /// The readings key is (device_id, seq) alone.
     const SEQ_KEY_HOLDS_TIME: bool = false;

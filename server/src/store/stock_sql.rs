@@ -112,6 +112,72 @@ macro_rules! sql_stock_store {
             })
         }
 
+        /// `INSERT INTO ledger_entries … RETURNING id, sequence` for `entries`.
+        fn push_entries_insert(q: &mut sqlx::QueryBuilder<$Db>, entries: &[LedgerEntry]) {
+            q.push(
+                "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
+                 quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
+                 request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
+                 balance_after_vials) ",
+            );
+            q.push_values(entries.iter(), |mut b, e| {
+                let dr = &e.draft;
+                b.push_bind(e.id.clone())
+                    .push_bind(e.operation_id.clone())
+                    .push_bind(dr.storage_unit_id.clone())
+                    .push_bind(dr.facility_id.clone())
+                    .push_bind(dr.lot_id.clone())
+                    .push_bind(dr.product_id.clone())
+                    .push_bind(dr.kind.as_i32())
+                    .push_bind(dr.quantity_vials)
+                    .push_bind(e.doses)
+                    .push_bind(dr.quarantined_change)
+                    .push_bind(dr.adjustment_reason)
+                    .push_bind(dr.discrepancy_reason)
+                    .push_bind(dr.comment.clone())
+                    .push_bind(e.actor.clone())
+                    .push_bind(e.time)
+                    .push_bind(e.request_id.clone())
+                    .push_bind(dr.shipment_id.clone())
+                    .push_bind(dr.session_report_id.clone())
+                    .push_bind(dr.reverses_entry_id.clone())
+                    .push_bind(dr.physical_count_id.clone())
+                    .push_bind(dr.exposure_id.clone())
+                    .push_bind(e.balance_after_vials);
+            });
+            q.push(" RETURNING id, sequence");
+        }
+
+        /// `UPDATE stock_balances … FROM (VALUES …)` setting each balance to its new state (both
+        /// engines name a VALUES list's columns column1…n).
+        fn push_balance_update(
+            q: &mut sqlx::QueryBuilder<$Db>,
+            rows: &[(&(String, String), &BalanceState)],
+            now: chrono::DateTime<chrono::Utc>,
+        ) {
+            q.push("UPDATE stock_balances SET vials = v.column3, quarantined_vials = v.column4, updated_at = ");
+            q.push_bind(now).push(" FROM (");
+            q.push_values(rows.iter(), |mut b, ((unit, lot), s)| {
+                b.push_bind(unit.clone()).push_bind(lot.clone()).push_bind(s.vials).push_bind(s.quarantined);
+            });
+            q.push(") AS v WHERE stock_balances.storage_unit_id = v.column1 AND stock_balances.lot_id = v.column2");
+        }
+
+        /// Gives each entry the sequence the insert returned for it (RETURNING's row order is not
+        /// promised, so they are matched by id).
+        fn assign_sequences(entries: &mut [LedgerEntry], rows: Vec<$Row>) -> Result<()> {
+            let mut sequences = std::collections::HashMap::with_capacity(rows.len());
+            for r in rows {
+                sequences.insert(r.try_get::<String, _>("id")?, r.try_get::<i64, _>("sequence")?);
+            }
+            for e in entries.iter_mut() {
+                e.sequence = *sequences
+                    .get(&e.id)
+                    .ok_or_else(|| $crate::error::Error::Internal(format!("ledger entry {} not returned", e.id)))?;
+            }
+            Ok(())
+        }
+
         /// Writes an operation inside `tx`: locks every touched balance in key order (so two
         /// operations never deadlock), applies the domain rule to each entry in order, then
         /// writes the entries and the new balances. A fixed number of statements whatever the
@@ -202,61 +268,26 @@ macro_rules! sql_stock_store {
                     reversed_by: None,
                 });
             }
-            for chunk in out.chunks_mut(ENTRY_CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$Db>::new(
-                    "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
-                     quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
-                     request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
-                     balance_after_vials) ",
-                );
-                q.push_values(chunk.iter(), |mut b, e| {
-                    let dr = &e.draft;
-                    b.push_bind(e.id.clone())
-                        .push_bind(e.operation_id.clone())
-                        .push_bind(dr.storage_unit_id.clone())
-                        .push_bind(dr.facility_id.clone())
-                        .push_bind(dr.lot_id.clone())
-                        .push_bind(dr.product_id.clone())
-                        .push_bind(dr.kind.as_i32())
-                        .push_bind(dr.quantity_vials)
-                        .push_bind(e.doses)
-                        .push_bind(dr.quarantined_change)
-                        .push_bind(dr.adjustment_reason)
-                        .push_bind(dr.discrepancy_reason)
-                        .push_bind(dr.comment.clone())
-                        .push_bind(e.actor.clone())
-                        .push_bind(e.time)
-                        .push_bind(e.request_id.clone())
-                        .push_bind(dr.shipment_id.clone())
-                        .push_bind(dr.session_report_id.clone())
-                        .push_bind(dr.reverses_entry_id.clone())
-                        .push_bind(dr.physical_count_id.clone())
-                        .push_bind(dr.exposure_id.clone())
-                        .push_bind(e.balance_after_vials);
-                });
-                // RETURNING's row order is not promised, so sequences are matched by id.
-                q.push(" RETURNING id, sequence");
-                let rows = q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?;
-                let mut sequences = std::collections::HashMap::with_capacity(rows.len());
-                for r in rows {
-                    sequences.insert(r.try_get::<String, _>("id")?, r.try_get::<i64, _>("sequence")?);
-                }
-                for e in chunk.iter_mut() {
-                    e.sequence = *sequences
-                        .get(&e.id)
-                        .ok_or_else(|| $crate::error::Error::Internal(format!("ledger entry {} not returned", e.id)))?;
-                }
-            }
             let rows: Vec<_> = balances.iter().collect();
-            for chunk in rows.chunks(LOCK_CHUNK) {
-                // UPDATE … FROM (VALUES …): both engines name a VALUES list's columns column1…n.
-                let mut q = sqlx::QueryBuilder::<$Db>::new("UPDATE stock_balances SET vials = v.column3, quarantined_vials = v.column4, updated_at = ");
-                q.push_bind(now).push(" FROM (");
-                q.push_values(chunk.iter(), |mut b, ((unit, lot), s)| {
-                    b.push_bind(unit.clone()).push_bind(lot.clone()).push_bind(s.vials).push_bind(s.quarantined);
-                });
-                q.push(") AS v WHERE stock_balances.storage_unit_id = v.column1 AND stock_balances.lot_id = v.column2");
-                q.build().execute(&mut **tx).await?;
+            if <$Store>::WRITABLE_CTE && (1..=ENTRY_CHUNK).contains(&out.len()) && (1..=LOCK_CHUNK).contains(&rows.len()) {
+                // One statement: the balances' update rides along with the entries' insert (a
+                // data-modifying CTE runs whether or not it is read), a round trip fewer.
+                let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
+                push_balance_update(&mut q, &rows, now);
+                q.push(" RETURNING 1) ");
+                push_entries_insert(&mut q, &out);
+                assign_sequences(&mut out, q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?)?;
+            } else {
+                for chunk in out.chunks_mut(ENTRY_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                    push_entries_insert(&mut q, chunk);
+                    assign_sequences(chunk, q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?)?;
+                }
+                for chunk in rows.chunks(LOCK_CHUNK) {
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                    push_balance_update(&mut q, chunk, now);
+                    q.build().execute(&mut **tx).await?;
+                }
             }
             for (unit, lot, stage) in &op.vvm {
                 sqlx::query(
