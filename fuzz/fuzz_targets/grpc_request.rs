@@ -17,7 +17,7 @@ use vaxtrace_server::domain::token::NewToken;
 use vaxtrace_server::domain::webhook::{NewWebhook, WebhookInput};
 use vaxtrace_server::domain::{scan, validate};
 use vaxtrace_server::grpc::convert::{
-    date_parts, device_input, facility_input, instant, lot_input, product_input, storage_unit_input, time_opt,
+    date_parts, device_input, facility_input, instant, lot_input, product_input, storage_unit_input,
 };
 use vaxtrace_server::grpc::{report, stock};
 
@@ -106,6 +106,8 @@ requests! {
         page(r.page_size, &r.page_token);
         opt_id("ancestor_id", &r.ancestor_id);
         opt_id("storage_unit_id", &r.storage_unit_id);
+        let _ = instant("start_time", r.start_time);
+        let _ = instant("end_time", r.end_time);
     },
     GetAlertRequest => |r| id("id", &r.id),
     AcknowledgeAlertRequest => |r| text("comment", &r.comment),
@@ -191,8 +193,8 @@ requests! {
         }
     },
     ExportEpcisRequest => |r| {
-        let _ = time_opt("start_time", r.start_time);
-        let _ = time_opt("end_time", r.end_time);
+        let _ = instant("start_time", r.start_time);
+        let _ = instant("end_time", r.end_time);
     },
     ReceiveFromSupplierRequest => |r| {
         id("storage_unit_id", &r.storage_unit_id);
@@ -257,12 +259,24 @@ requests! {
         opt_id("storage_unit_id", &r.storage_unit_id);
     },
     SetStockPolicyRequest => |r| id("policy.product_id", &r.policy.unwrap_or_default().product_id),
-    ListStockPoliciesRequest => |r| page(r.page_size, &r.page_token),
+    ListStockPoliciesRequest => |r| {
+        page(r.page_size, &r.page_token);
+        opt_id("facility_id", &r.facility_id);
+        opt_id("ancestor_id", &r.ancestor_id);
+        opt_id("product_id", &r.product_id);
+    },
     RecordExposureAssessmentRequest => |r| {
         id("exposure_id", &r.exposure_id);
         text("comment", &r.comment);
     },
-    ListExposuresRequest => |r| page(r.page_size, &r.page_token),
+    ListExposuresRequest => |r| {
+        page(r.page_size, &r.page_token);
+        for f in [&r.ancestor_id, &r.storage_unit_id, &r.lot_id, &r.alarm_id] {
+            opt_id("filter", f);
+        }
+        let _ = instant("start_time", r.start_time);
+        let _ = instant("end_time", r.end_time);
+    },
     RegisterDeviceRequest => |r| {
         let _ = NewDevice::parse(device_input(r.device.unwrap_or_default()));
     },
