@@ -947,3 +947,39 @@ async fn a_count_recorded_by_an_older_version_is_read_on_retry() {
         srv.stop().await;
     }
 }
+
+/// A request_id names one request: CreateShipment again under it with another expected arrival
+/// or comment is refused as a reuse, not answered with the first shipment.
+#[tokio::test]
+async fn a_shipment_request_id_reused_with_other_dates_or_comment_is_refused() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let name = srv.db.name();
+        let mut w = vaxtrace_tests::world::world(&srv).await;
+        let tok = w.tok.clone();
+        let date = |d: i32| Some(pb::Date { year: 2030, month: 1, day: d });
+        let ship = |expected_arrival: Option<pb::Date>, comment: &str| pb::CreateShipmentRequest {
+            from_facility_id: w.n.clone(),
+            to_facility_id: w.d.clone(),
+            lines: vec![pb::CreateShipmentLine {
+                lot_ref: Some(pb::create_shipment_line::LotRef::LotId(w.lots[0].clone())),
+                vials: 5,
+                source_storage_unit_id: w.nu1.clone(),
+            }],
+            expected_arrival_date: expected_arrival,
+            comment: comment.into(),
+            request_id: "ship-1".into(),
+            ..Default::default()
+        };
+        let (first, again, later, other) =
+            (ship(date(10), "by road"), ship(date(10), "by road"), ship(date(20), "by road"), ship(date(10), "by air"));
+        let s1 = w.stock.create_shipment(authed(&tok, first)).await.unwrap().into_inner();
+        let s2 = w.stock.create_shipment(authed(&tok, again)).await.unwrap().into_inner();
+        assert_eq!(s2.id, s1.id, "{name}: the same request answers the same shipment");
+        for (what, r) in [("expected arrival", later), ("comment", other)] {
+            let e = w.stock.create_shipment(authed(&tok, r)).await.unwrap_err();
+            assert_eq!(vaxtrace_tests::reason(&e), "REQUEST_ID_REUSED", "{name}: another {what}: {e}");
+        }
+        srv.stop().await;
+    }
+}

@@ -426,8 +426,14 @@ impl App {
         }
         let reference = validate::optional_text("reference", reference, 64)?;
         let comment = validate::optional_text("comment", comment, 1000)?;
-        let idem =
-            Idempotency::from_request(caller, "CreateShipment", request_id, &(&from_id, &to_id, &lines, &reference))?;
+        // Comment and expected arrival are part of the request too; a request without them keeps
+        // the fingerprint older versions recorded, so its retry across an upgrade still replays.
+        let idem = if comment.is_empty() && expected_arrival.is_none() {
+            Idempotency::from_request(caller, "CreateShipment", request_id, &(&from_id, &to_id, &lines, &reference))?
+        } else {
+            let request = (&from_id, &to_id, &lines, &reference, &comment, &expected_arrival);
+            Idempotency::from_request(caller, "CreateShipment", request_id, &request)?
+        };
         self.idempotent(idem.as_ref(), async {
             let from = self.facility_for(caller, Action::WriteStock, &from_id, "from_facility_id").await?;
             // The destination may lie outside the sender's scope (a return to the parent store).
