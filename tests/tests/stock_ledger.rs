@@ -252,6 +252,17 @@ async fn reversals_counts_transfers_and_errors() {
         too_much.vials = 61;
         let e = w.stock.transfer_stock(authed(&tok, too_much)).await.unwrap_err();
         assert_eq!((e.code(), reason(&e).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));
+        // The units and the lot are read in one query; their answers keep their order.
+        let nowhere = "01900000-0000-7000-8000-000000000000".to_owned();
+        let unknown_lot = pb::TransferStockRequest { lot_id: nowhere.clone(), ..t.clone() };
+        let e = w.stock.transfer_stock(authed(&tok, unknown_lot.clone())).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "LOT_NOT_FOUND"), "{e}");
+        let unknown_both = pb::TransferStockRequest { to_storage_unit_id: nowhere.clone(), ..unknown_lot };
+        let e = w.stock.transfer_stock(authed(&tok, unknown_both)).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::NotFound, "STORAGE_UNIT_NOT_FOUND"), "{e}");
+        let same_unit = pb::TransferStockRequest { to_storage_unit_id: nu1.clone(), lot_id: nowhere, ..t.clone() };
+        let e = w.stock.transfer_stock(authed(&tok, same_unit)).await.unwrap_err();
+        assert_eq!((e.code(), reason(&e).as_str()), (Code::InvalidArgument, "SAME_STORAGE_UNIT"), "{e}");
         // Reversing one leg of a transfer reverses both; a second reversal is refused.
         let out_id = moved.out_entry.unwrap().id;
         let rev = pb::ReverseLedgerEntryRequest {
