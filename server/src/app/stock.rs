@@ -172,34 +172,19 @@ impl App {
         Self::seen_unit(caller, found.pop())
     }
 
-    /// A transfer's two units, checked as [`Self::unit_seen`] does, and, when the lot is named by
-    /// id, the lot read in the same query; its answer (as [`Self::lot`] gives it) is left for the
-    /// caller to take in its turn, after the units' own checks (`None`: a scanned lot, for
-    /// [`Self::lot`] then).
-    async fn unit_pair_and_lot(
+    /// Two units read in one query (a transfer's ends), checked as [`Self::unit_seen`] does.
+    async fn unit_pair(
         &self,
         caller: &Caller,
         action: Action,
         (a, a_field): (&str, &str),
         (b, b_field): (&str, &str),
-        (lot, lot_field): (&LotRef, &str),
-    ) -> Result<((StorageUnit, Facility), (StorageUnit, Facility), Option<Result<LotInfo>>)> {
+    ) -> Result<((StorageUnit, Facility), (StorageUnit, Facility))> {
         caller.require(action)?;
         let (a, b) = (validate::id(a_field, a)?, validate::id(b_field, b)?);
-        let pair = [a.clone(), b.clone()];
-        let (found, info) = match lot {
-            LotRef::Id(id) => match validate::id(lot_field, id) {
-                Ok(id) => {
-                    let (found, info) = self.store.units_and_lot(&pair, &id).await?;
-                    let info = info.ok_or_else(|| Error::not_found("LOT_NOT_FOUND", format!("lot {id} not found")));
-                    (found, Some(info))
-                }
-                Err(e) => (self.store.units_with_facility(&pair).await?, Some(Err(e))),
-            },
-            _ => (self.store.units_with_facility(&pair).await?, None),
-        };
+        let found = self.store.units_with_facility(&[a.clone(), b.clone()]).await?;
         let pick = |id: &str| found.iter().find(|(u, _)| u.id == id).cloned();
-        Ok((Self::seen_unit(caller, pick(&a))?, Self::seen_unit(caller, pick(&b))?, info))
+        Ok((Self::seen_unit(caller, pick(&a))?, Self::seen_unit(caller, pick(&b))?))
     }
 
     /// A looked-up unit the caller may see.
@@ -877,14 +862,8 @@ impl App {
         vials: i64,
         comment: &str,
     ) -> Result<(LedgerEntry, LedgerEntry)> {
-        let ((from, ff), (to, tf), info) = self
-            .unit_pair_and_lot(
-                caller,
-                Action::WriteStock,
-                (from_unit, "from_storage_unit_id"),
-                (to_unit, "to_storage_unit_id"),
-                (lot, "lot_id"),
-            )
+        let ((from, ff), (to, tf)) = self
+            .unit_pair(caller, Action::WriteStock, (from_unit, "from_storage_unit_id"), (to_unit, "to_storage_unit_id"))
             .await?;
         if from.id == to.id {
             return Err(Error::invalid_because(
@@ -900,10 +879,7 @@ impl App {
             ));
         }
         let vials = positive("vials", vials)?;
-        let info = match info {
-            Some(info) => info?,
-            None => self.lot("lot_id", lot).await?,
-        };
+        let info = self.lot("lot_id", lot).await?;
         let comment = validate::optional_text("comment", comment, 1000)?;
         let mut out = EntryDraft::new(EntryKind::TransferOut, &from.id, &ff.id, &info, -vials);
         out.comment.clone_from(&comment);

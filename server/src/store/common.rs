@@ -587,47 +587,6 @@ macro_rules! sql_store_common {
                 rows.iter().map(|r| Ok((unit_row_as(r, "u_")?, facility_row(r)?))).collect()
             }
 
-            async fn units_and_lot(
-                &self,
-                ids: &[String],
-                lot_id: &str,
-            ) -> Result<(Vec<(StorageUnit, Facility)>, Option<d::stock::LotInfo>)> {
-                static COLS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-                    let f = FACILITY_COLS.split(", ").map(|c| format!("f.{c}")).collect::<Vec<_>>().join(", ");
-                    let u = UNIT_COLS.split(", ").map(|c| format!("{c} AS u_{}", &c[2..])).collect::<Vec<_>>().join(", ");
-                    format!(
-                        "SELECT {f}, {u}, l.id AS l_id, l.product_id AS l_product_id, l.expiry AS l_expiry, \
-                         p.doses_per_vial AS l_doses_per_vial FROM storage_units u JOIN facilities f ON f.id = u.facility_id \
-                         LEFT JOIN lots l ON l.id = "
-                    )
-                });
-                if ids.is_empty() {
-                    return Ok((Vec::new(), None));
-                }
-                let mut q = sqlx::QueryBuilder::<$Db>::new(COLS.as_str());
-                q.push_bind(lot_id.to_owned()).push(" LEFT JOIN products p ON p.id = l.product_id WHERE u.id IN (");
-                let mut list = q.separated(", ");
-                for id in ids.iter().take(1000) {
-                    list.push_bind(id.clone());
-                }
-                list.push_unseparated(")");
-                let rows = q.build().fetch_all(&self.pool).await?;
-                let lot = match rows.first() {
-                    Some(r) => match r.try_get::<Option<String>, _>("l_id")? {
-                        Some(id) => Some(d::stock::LotInfo {
-                            lot_id: id,
-                            product_id: r.try_get("l_product_id")?,
-                            doses_per_vial: i64::from(r.try_get::<i32, _>("l_doses_per_vial")?),
-                            expiry: r.try_get("l_expiry")?,
-                        }),
-                        None => None,
-                    },
-                    None => None,
-                };
-                let units = rows.iter().map(|r| Ok((unit_row_as(r, "u_")?, facility_row(r)?))).collect::<Result<Vec<_>>>()?;
-                Ok((units, lot))
-            }
-
             async fn insert_storage_unit(
                 &self,
                 idem: Option<&d::Idempotency>,

@@ -177,13 +177,6 @@ pub trait Store:
     async fn get_storage_unit(&self, id: &str) -> Result<Option<(StorageUnit, String)>>;
     /// Reads storage units (at most 1,000) with their facilities, in one query; unknown ids are absent.
     async fn units_with_facility(&self, ids: &[String]) -> Result<Vec<(StorageUnit, Facility)>>;
-    /// [`Store::units_with_facility`] and, in the same query, a lot (`None` when there is no such
-    /// lot, or no such unit to read it beside): a transfer's look-ups in one round trip.
-    async fn units_and_lot(
-        &self,
-        ids: &[String],
-        lot_id: &str,
-    ) -> Result<(Vec<(StorageUnit, Facility)>, Option<crate::domain::stock::LotInfo>)>;
     /// Stores a new storage unit.
     async fn insert_storage_unit(
         &self,
