@@ -16,6 +16,32 @@ macro_rules! sql_telemetry_store {
         use $crate::domain::telemetry::{self as tm, Device};
         use $crate::store::telemetry_sql::{DEVICE_COLS, READING_CHUNK, READING_COLS};
 
+        /// `INSERT INTO readings (…) VALUES …` for `rows` of (device id, reading), received at `now`.
+        fn push_readings_insert<'r>(
+            q: &mut sqlx::QueryBuilder<$Db>,
+            rows: impl IntoIterator<Item = (&'r str, &'r tm::StoredReading)>,
+            now: chrono::DateTime<chrono::Utc>,
+        ) {
+            q.push(
+                "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
+                 door_open, sensor_fault, received_at, verified) ",
+            );
+            q.push_values(rows, |mut b, (device_id, r)| {
+                b.push_bind(device_id.to_owned())
+                    .push_bind(r.seq)
+                    .push_bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
+                    .push_bind(r.storage_unit_id.clone())
+                    .push_bind(r.time)
+                    .push_bind(r.temp_c)
+                    .push_bind(r.power_on)
+                    .push_bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
+                    .push_bind(r.door_open)
+                    .push_bind(r.sensor_fault)
+                    .push_bind(now)
+                    .push_bind(r.verified);
+            });
+        }
+
         /// Adds readings to their hourly rollups: one row per (unit, hour) per statement, as one
         /// statement may not update a row twice. Sensor faults and missing temperatures do not count.
         async fn upsert_rollups<'r>(
@@ -515,24 +541,8 @@ macro_rules! sql_telemetry_store {
                 // One multi-row statement per chunk: a logger's backlog of thousands of readings
                 // costs a few round trips, not one each. RETURNING names the rows that were new.
                 for chunk in fresh.chunks(READING_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
-                         door_open, sensor_fault, received_at, verified) ",
-                    );
-                    q.push_values(chunk, |mut b, r| {
-                        b.push_bind(device_id.to_owned())
-                            .push_bind(r.seq)
-                            .push_bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
-                            .push_bind(r.storage_unit_id.clone())
-                            .push_bind(r.time)
-                            .push_bind(r.temp_c)
-                            .push_bind(r.power_on)
-                            .push_bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
-                            .push_bind(r.door_open)
-                            .push_bind(r.sensor_fault)
-                            .push_bind(now)
-                            .push_bind(r.verified);
-                    });
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                    push_readings_insert(&mut q, chunk.iter().map(|r| (device_id, *r)), now);
                     q.push(" ON CONFLICT DO NOTHING RETURNING seq");
                     for row in q.build().fetch_all(&mut *tx).await? {
                         inserted.insert(row.try_get::<i64, _>("seq")?);
@@ -675,24 +685,8 @@ macro_rules! sql_telemetry_store {
                 // Per device, the earliest new reading: its unevaluated mark (migration 0015).
                 let mut earliest: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
                 for chunk in rows.chunks(READING_CHUNK) {
-                    let mut q = sqlx::QueryBuilder::<$Db>::new(
-                        "INSERT INTO readings (device_id, seq, probe, storage_unit_id, time, temp_c, power_on, battery_pct, \
-                         door_open, sensor_fault, received_at, verified) ",
-                    );
-                    q.push_values(chunk, |mut b, (device_id, r)| {
-                        b.push_bind(device_id.to_string())
-                            .push_bind(r.seq)
-                            .push_bind(i32::try_from(r.probe).unwrap_or(i32::MAX))
-                            .push_bind(r.storage_unit_id.clone())
-                            .push_bind(r.time)
-                            .push_bind(r.temp_c)
-                            .push_bind(r.power_on)
-                            .push_bind(r.battery_pct.map(|b| i32::try_from(b).unwrap_or(i32::MAX)))
-                            .push_bind(r.door_open)
-                            .push_bind(r.sensor_fault)
-                            .push_bind(now)
-                            .push_bind(r.verified);
-                    });
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                    push_readings_insert(&mut q, chunk.iter().copied(), now);
                     q.push(" ON CONFLICT DO NOTHING RETURNING device_id, seq");
                     let mut in_chunk: HashSet<(String, i64)> = HashSet::new();
                     for row in q.build().fetch_all(&mut *tx).await? {
