@@ -14,10 +14,10 @@ use vaxtrace_server::domain::facility::{FacilityPatch, NewFacility, NewStorageUn
 use vaxtrace_server::domain::paging::PageRequest;
 use vaxtrace_server::domain::telemetry::{Bucketing, DevicePatch, NewDevice, ReadingCursor, ReadingSource, TimeRange};
 use vaxtrace_server::domain::token::NewToken;
-use vaxtrace_server::domain::webhook::{NewWebhook, WebhookInput};
+use vaxtrace_server::domain::webhook::NewWebhook;
 use vaxtrace_server::domain::{scan, validate};
 use vaxtrace_server::grpc::convert::{
-    date_parts, device_input, facility_input, instant, lot_input, product_input, storage_unit_input,
+    date_parts, device_input, facility_input, instant, lot_input, product_input, storage_unit_input, webhook_input,
 };
 use vaxtrace_server::grpc::{report, stock};
 
@@ -117,14 +117,7 @@ requests! {
         opt_id("ancestor_id", &r.ancestor_id);
     },
     CreateWebhookRequest => |r| {
-        let w = r.webhook.unwrap_or_default();
-        let input = WebhookInput {
-            scope_facility_id: w.scope_facility_id,
-            url: w.url,
-            kinds: w.kinds,
-            min_severity: w.min_severity,
-            description: w.description,
-        };
+        let input = webhook_input(r.webhook.unwrap_or_default());
         let _ = NewWebhook::parse(input.clone(), &r.secret, false);
         let _ = NewWebhook::parse(input, &r.secret, true);
     },

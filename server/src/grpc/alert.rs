@@ -10,7 +10,7 @@ use super::caller;
 use super::convert::timestamp;
 use crate::app::App;
 use crate::domain::alert::{Alert, AlertEvent, Handling};
-use crate::domain::webhook::{Webhook, WebhookInput};
+use crate::domain::webhook::Webhook;
 use crate::error::Error;
 
 /// The AlertService implementation.
@@ -167,14 +167,7 @@ impl pb::alert_service_server::AlertService for AlertApi {
     ) -> Result<Response<pb::CreateWebhookResponse>, Status> {
         let c = caller(&self.0, &req).await?;
         let r = req.into_inner();
-        let w = r.webhook.unwrap_or_default();
-        let input = WebhookInput {
-            scope_facility_id: w.scope_facility_id,
-            url: w.url,
-            kinds: w.kinds,
-            min_severity: w.min_severity,
-            description: w.description,
-        };
+        let input = super::convert::webhook_input(r.webhook.unwrap_or_default());
         let created = self.0.create_webhook(&c, &r.request_id, input, &r.secret).await?;
         Ok(Response::new(pb::CreateWebhookResponse {
             webhook: Some(webhook(created.webhook)),

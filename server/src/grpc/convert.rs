@@ -259,6 +259,17 @@ impl From<Device> for pb::Device {
     }
 }
 
+/// The writable fields of a wire webhook.
+pub fn webhook_input(w: pb::Webhook) -> crate::domain::webhook::WebhookInput {
+    crate::domain::webhook::WebhookInput {
+        scope_facility_id: w.scope_facility_id,
+        url: w.url,
+        kinds: w.kinds,
+        min_severity: w.min_severity,
+        description: w.description,
+    }
+}
+
 /// The writable fields of a wire device.
 pub fn device_input(d: pb::Device) -> DeviceInput {
     DeviceInput {
