@@ -46,6 +46,31 @@ pub struct App {
     limits: Arc<crate::limits::Limits>,
     /// Open WatchAlerts streams, per token and in total.
     streams: Arc<crate::limits::StreamCounter>,
+    /// What the ledger needs of each lot, read once (see [`LotCache`]).
+    lots: Arc<LotCache>,
+}
+
+/// Lots as the ledger sees them (product, doses per vial, expiry), by id. Nothing of that ever
+/// changes once a lot exists (lots are never updated or deleted, and a product's doses per
+/// vial is fixed at creation), so an entry is never stale: a stock write saves its look-up.
+#[derive(Debug, Default)]
+struct LotCache(std::sync::Mutex<std::collections::HashMap<String, crate::domain::stock::LotInfo>>);
+
+impl LotCache {
+    /// Bounds memory: a national catalogue holds a few thousand live lots.
+    const MAX_ENTRIES: usize = 50_000;
+
+    fn get(&self, id: &str) -> Option<crate::domain::stock::LotInfo> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    fn put(&self, info: &crate::domain::stock::LotInfo) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= Self::MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(info.lot_id.clone(), info.clone());
+    }
 }
 
 /// How long a token read from the database is trusted without reading it again: the bound on
@@ -120,6 +145,7 @@ impl App {
             devices: Arc::default(),
             limits: Arc::default(),
             streams: Arc::default(),
+            lots: Arc::default(),
         }
     }
 

@@ -207,12 +207,23 @@ impl App {
         Ok(())
     }
 
+    /// What the ledger needs of a lot, from [`super::LotCache`] when it was read before.
+    async fn lot_info(&self, id: &str) -> Result<Option<LotInfo>> {
+        if let Some(info) = self.lots.get(id) {
+            return Ok(Some(info));
+        }
+        let found = self.store.lot_info(id).await?;
+        if let Some(info) = &found {
+            self.lots.put(info);
+        }
+        Ok(found)
+    }
+
     async fn lot(&self, field: &str, lot: &LotRef) -> Result<LotInfo> {
         match lot {
             LotRef::Id(id) => {
                 let id = validate::id(field, id)?;
-                self.store
-                    .lot_info(&id)
+                self.lot_info(&id)
                     .await?
                     .ok_or_else(|| Error::not_found("LOT_NOT_FOUND", format!("lot {id} not found")))
             }
@@ -227,7 +238,7 @@ impl App {
                     )
                 })?;
                 scan::check_expiry(&scan, lot.expiry)?;
-                self.store.lot_info(&lot.id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))
+                self.lot_info(&lot.id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))
             }
             LotRef::New(_) => Err(Error::invalid(field, "name an existing lot by lot_id")),
         }
@@ -308,7 +319,7 @@ impl App {
                 self.store.insert_lot(idem.as_ref(), &new_id(), &new).await?
             }
         };
-        let info = self.store.lot_info(&lot.id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+        let info = self.lot_info(&lot.id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
         Ok((lot, info))
     }
 
@@ -556,8 +567,7 @@ impl App {
             let stock = self.store.facility_stock(&s.from_facility_id, None).await?;
             let mut drafts = Vec::new();
             for line in &mut s.lines {
-                let info =
-                    self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                let info = self.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
                 Self::check_usable(&info, &line.lot_id)?;
                 let held =
                     stock.iter().find(|b| b.storage_unit_id == line.source_storage_unit_id && b.lot_id == line.lot_id);
@@ -711,8 +721,7 @@ impl App {
                         format!("lines[{i}]: the unit is not at the receiving facility"),
                     ));
                 }
-                let info =
-                    self.store.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+                let info = self.lot_info(&line.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
                 self.check_profile(&info.product_id, &unit).await?;
                 let short = line.vials - got.received_vials;
                 let comment = validate::optional_text(&format!("lines[{i}].comment"), &got.comment, 1000)?;
@@ -1454,7 +1463,7 @@ impl App {
                 }
                 _ => return Err(Error::invalid("decision", "must be RELEASE or DISCARD")),
             };
-            let info = self.store.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
+            let info = self.lot_info(&x.lot_id).await?.ok_or_else(|| Error::Internal("lot vanished".into()))?;
             // A count (or a discard) since the alarm may have lowered the quarantined vials: assess
             // what is still there. (If it changes again before the write, the write is refused and
             // the exposure stays pending for another try.)

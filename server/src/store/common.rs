@@ -128,6 +128,24 @@ macro_rules! sql_store_common {
             })
         }
 
+        /// Records `response` under `k`: an insert that affects no row when the key already holds
+        /// an answer. A key committed without an answer (left by older versions when a revoked
+        /// token or a missing object was met) held nothing: this answer becomes it.
+        fn push_key_insert(q: &mut sqlx::QueryBuilder<$Db>, k: &d::Idempotency, response: String) {
+            q.push("INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) VALUES (");
+            q.push_bind(k.token_id.clone()).push(", ");
+            q.push_bind(k.request_id.clone()).push(", ");
+            q.push_bind(k.method).push(", ");
+            q.push_bind(k.fingerprint.clone()).push(", ");
+            q.push_bind(response).push(", ");
+            q.push_bind(d::now());
+            q.push(
+                ") ON CONFLICT (token_id, request_id) DO UPDATE SET response = excluded.response \
+                 WHERE idempotency_keys.response = '' AND idempotency_keys.method = excluded.method \
+                 AND idempotency_keys.fingerprint = excluded.fingerprint",
+            );
+        }
+
         /// What the key holds, read with `exec`: the first answer or refusal, REQUEST_ID_REUSED when
         /// the key was used for a different request, `None` when it holds nothing (yet).
         async fn held_under<'e, E: sqlx::Executor<'e, Database = $Db>>(
@@ -240,28 +258,18 @@ macro_rules! sql_store_common {
                         };
                     }
                 };
-                // A key committed without an answer (left by older versions when a revoked token
-                // or a missing object was met) held nothing: this answer becomes it.
-                let inserted = sqlx::query(
-                    "INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_id, request_id) DO UPDATE SET response = excluded.response \
-                     WHERE idempotency_keys.response = '' AND idempotency_keys.method = excluded.method \
-                     AND idempotency_keys.fingerprint = excluded.fingerprint",
-                )
-                .bind(&k.token_id)
-                .bind(&k.request_id)
-                .bind(k.method)
-                .bind(&k.fingerprint)
-                .bind(serde_json::to_string(&v)?)
-                .bind(d::now())
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
+                let mut q = sqlx::QueryBuilder::<$Db>::new("");
+                push_key_insert(&mut q, k, serde_json::to_string(&v)?);
+                if q.build().execute(&mut *tx).await?.rows_affected() == 1 {
                     tx.commit().await?;
                     return Ok(v);
                 }
                 tx.rollback().await?;
+                self.held_answer(k).await
+            }
+
+            /// The answer a key already holds, after this call's own attempt to record one met it.
+            async fn held_answer<T: serde::de::DeserializeOwned>(&self, k: &d::Idempotency) -> Result<T> {
                 match held_under(&self.pool, k).await? {
                     Some($crate::store::Held::Answer(json)) => Ok(serde_json::from_str(&json)?),
                     Some($crate::store::Held::Refusal(e)) => Err(e),

@@ -112,16 +112,24 @@ macro_rules! sql_stock_store {
             })
         }
 
-        /// `INSERT INTO ledger_entries … RETURNING id, sequence` for `entries`.
-        fn push_entries_insert(q: &mut sqlx::QueryBuilder<$Db>, entries: &[LedgerEntry]) {
+        /// `INSERT INTO ledger_entries …` for `entries`; `with_sequence` writes their sequences
+        /// (reserved beforehand) instead of letting the column number them.
+        fn push_entries_insert(q: &mut sqlx::QueryBuilder<$Db>, entries: &[LedgerEntry], with_sequence: bool) {
+            q.push(if with_sequence { "INSERT INTO ledger_entries (sequence, " } else { "INSERT INTO ledger_entries (" });
             q.push(
-                "INSERT INTO ledger_entries (id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
+                "id, operation_id, storage_unit_id, facility_id, lot_id, product_id, kind, \
                  quantity_vials, doses, quarantined_change, adjustment_reason, discrepancy_reason, comment, actor, time, \
                  request_id, shipment_id, session_report_id, reverses_entry_id, physical_count_id, exposure_id, \
                  balance_after_vials) ",
             );
+            if with_sequence {
+                q.push("OVERRIDING SYSTEM VALUE ");
+            }
             q.push_values(entries.iter(), |mut b, e| {
                 let dr = &e.draft;
+                if with_sequence {
+                    b.push_bind(e.sequence);
+                }
                 b.push_bind(e.id.clone())
                     .push_bind(e.operation_id.clone())
                     .push_bind(dr.storage_unit_id.clone())
@@ -145,7 +153,6 @@ macro_rules! sql_stock_store {
                     .push_bind(dr.exposure_id.clone())
                     .push_bind(e.balance_after_vials);
             });
-            q.push(" RETURNING id, sequence");
         }
 
         /// `UPDATE stock_balances … FROM (VALUES …)` setting each balance to its new state (both
@@ -178,24 +185,53 @@ macro_rules! sql_stock_store {
             Ok(())
         }
 
-        /// Writes an operation inside `tx`: locks every touched balance in key order (so two
-        /// operations never deadlock), applies the domain rule to each entry in order, then
-        /// writes the entries and the new balances. A fixed number of statements whatever the
-        /// operation's size: round trips, not rows, dominate a small transaction's cost.
-        async fn post_in(tx: &mut Tx<'_>, op: &Operation) -> Result<Vec<LedgerEntry>> {
-            let now = d::now();
-            let mut balances: BTreeMap<(String, String), BalanceState> = BTreeMap::new();
+        /// Balances by (storage unit, lot), in byte order of the key.
+        type Balances = BTreeMap<(String, String), BalanceState>;
+
+        /// The balances `op` touches, each at zero until it is read.
+        fn touched(op: &Operation) -> Balances {
+            let mut balances = Balances::new();
             for dr in &op.drafts {
                 if let Some(u) = &dr.storage_unit_id {
                     balances.insert((u.clone(), dr.lot_id.clone()), BalanceState::default());
                 }
             }
+            balances
+        }
+
+        /// The ledger sequences a reserving statement drew, listed as text in its `seqs` column
+        /// (not an array: one query for both engines' type checks).
+        fn parse_sequences(r: &$Row) -> Result<Vec<i64>> {
+            let listed: String = r.try_get("seqs")?;
+            listed
+                .split(',')
+                .map(|n| n.parse::<i64>().map_err(|e| Error::Internal(format!("reserved sequence {n:?}: {e}"))))
+                .collect()
+        }
+
+        /// Reads and locks the balances in `balances` (creating those that do not exist yet),
+        /// and reserves `reserve` ledger sequences in the same statement (0: none, or where
+        /// the engine cannot; see [`reserves_sequences`]).
+        async fn lock_balances(
+            tx: &mut Tx<'_>,
+            balances: &mut Balances,
+            now: chrono::DateTime<chrono::Utc>,
+            reserve: usize,
+        ) -> Result<Vec<i64>> {
             let keys: Vec<(String, String)> = balances.keys().cloned().collect();
+            let mut sequences = Vec::new();
             // Existing balances are locked without being written (an upsert would make a new row
             // version of each), in byte order of the key, as every writer takes them.
             let mut found = 0;
+            // Drawn with the lock only when one statement takes every lock.
+            let reserving = reserve > 0 && keys.len() <= LOCK_CHUNK;
             for chunk in keys.chunks(LOCK_CHUNK) {
-                let mut q = sqlx::QueryBuilder::<$Db>::new(
+                let mut q = sqlx::QueryBuilder::<$Db>::new(if reserving {
+                    "WITH l AS MATERIALIZED ("
+                } else {
+                    ""
+                });
+                q.push(
                     "SELECT storage_unit_id, lot_id, vials, quarantined_vials FROM stock_balances \
                      WHERE (storage_unit_id, lot_id) IN (",
                 );
@@ -207,14 +243,38 @@ macro_rules! sql_stock_store {
                     c = <$Store>::BYTE_ORDER,
                     lock = <$Store>::LOCK
                 ));
+                if reserving {
+                    // The sequences are drawn once every lock is held (the count over `l` is a
+                    // one-time filter evaluated before the first nextval), so along each balance
+                    // they follow the order its writers held it in; the left join answers one
+                    // row even when no balance exists yet.
+                    // The count is written into the statement, not bound: bound, the generic
+                    // plan's estimate (1,000 rows) loses to every custom plan, so PostgreSQL would
+                    // plan the statement anew at each call (more CPU than running it).
+                    q.push(
+                        "), s AS MATERIALIZED (SELECT string_agg(CAST(nextval(pg_get_serial_sequence('ledger_entries', \
+                         'sequence')) AS TEXT), ',') AS seqs FROM generate_series(1, ",
+                    );
+                    q.push(reserve.to_string());
+                    q.push(
+                        ") WHERE (SELECT count(*) FROM l) >= 0) \
+                         SELECT s.seqs, l.storage_unit_id, l.lot_id, l.vials, l.quarantined_vials FROM s LEFT JOIN l ON TRUE",
+                    );
+                }
                 for r in q.build().fetch_all(&mut **tx).await? {
-                    let key: (String, String) = (r.try_get("storage_unit_id")?, r.try_get("lot_id")?);
+                    if reserving && sequences.is_empty() {
+                        sequences = parse_sequences(&r)?;
+                    }
+                    let Some(unit) = r.try_get::<Option<String>, _>("storage_unit_id")? else { continue };
                     let state = BalanceState { vials: r.try_get("vials")?, quarantined: r.try_get("quarantined_vials")? };
-                    balances.insert(key, state);
+                    balances.insert((unit, r.try_get("lot_id")?), state);
                     found += 1;
                 }
             }
             if found < keys.len() {
+                // Drawn before these balances were created and locked: another writer creating
+                // one of them may have drawn later and commit first.
+                sequences.clear();
                 // A balance that does not exist yet (stock arriving where that lot never was): the
                 // no-op upsert creates the missing ones and locks the rest, again in key order. The
                 // rows locked above come first whatever their place in that order; a writer that
@@ -238,6 +298,25 @@ macro_rules! sql_stock_store {
                     }
                 }
             }
+            if reserve > 0 && sequences.is_empty() {
+                let row = sqlx::query(
+                    "SELECT string_agg(CAST(nextval(pg_get_serial_sequence('ledger_entries', 'sequence')) AS TEXT), ',') \
+                     AS seqs FROM generate_series(1, $1)",
+                )
+                .bind(i64::try_from(reserve).unwrap_or(i64::MAX))
+                .fetch_one(&mut **tx)
+                .await?;
+                sequences = parse_sequences(&row)?;
+            }
+            // nextval hands them out in call order; sorted, so they follow the drafts' order
+            // whatever order string_agg saw them in.
+            sequences.sort_unstable();
+            Ok(sequences)
+        }
+
+        /// Applies the domain rule to each of `op`'s drafts in order against `balances` (updated
+        /// as it goes): the entries to write, without their sequences.
+        fn draft_entries(op: &Operation, balances: &mut Balances, now: chrono::DateTime<chrono::Utc>) -> Result<Vec<LedgerEntry>> {
             let mut out = Vec::with_capacity(op.drafts.len());
             for dr in &op.drafts {
                 let mut dr = dr.clone();
@@ -268,19 +347,45 @@ macro_rules! sql_stock_store {
                     reversed_by: None,
                 });
             }
+            Ok(out)
+        }
+
+        /// Whether `op` can be written in one statement with its request key: sequences reserved
+        /// with the lock, then the balances' update, the entries' insert and the key's insert as
+        /// data-modifying CTEs of one statement (a data-modifying CTE runs whether or not it is
+        /// read). Two round trips fewer than [`post_in`] then [`idem_settle`].
+        fn reserves_sequences(op: &Operation) -> bool {
+            <$Store>::WRITABLE_CTE
+                && op.vvm.is_empty()
+                // The sequences ride on the lock of the first balance.
+                && op.drafts.iter().any(|dr| dr.storage_unit_id.is_some())
+                && (1..=ENTRY_CHUNK).contains(&op.drafts.len())
+                && (1..=LOCK_CHUNK).contains(&op.drafts.len())
+        }
+
+        /// Writes an operation inside `tx`: locks every touched balance in key order (so two
+        /// operations never deadlock), applies the domain rule to each entry in order, then
+        /// writes the entries and the new balances. A fixed number of statements whatever the
+        /// operation's size: round trips, not rows, dominate a small transaction's cost.
+        async fn post_in(tx: &mut Tx<'_>, op: &Operation) -> Result<Vec<LedgerEntry>> {
+            let now = d::now();
+            let mut balances = touched(op);
+            lock_balances(tx, &mut balances, now, 0).await?;
+            let mut out = draft_entries(op, &mut balances, now)?;
             let rows: Vec<_> = balances.iter().collect();
             if <$Store>::WRITABLE_CTE && (1..=ENTRY_CHUNK).contains(&out.len()) && (1..=LOCK_CHUNK).contains(&rows.len()) {
-                // One statement: the balances' update rides along with the entries' insert (a
-                // data-modifying CTE runs whether or not it is read), a round trip fewer.
+                // One statement: the balances' update rides along with the entries' insert.
                 let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
                 push_balance_update(&mut q, &rows, now);
                 q.push(" RETURNING 1) ");
-                push_entries_insert(&mut q, &out);
+                push_entries_insert(&mut q, &out, false);
+                q.push(" RETURNING id, sequence");
                 assign_sequences(&mut out, q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?)?;
             } else {
                 for chunk in out.chunks_mut(ENTRY_CHUNK) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("");
-                    push_entries_insert(&mut q, chunk);
+                    push_entries_insert(&mut q, chunk, false);
+                    q.push(" RETURNING id, sequence");
                     assign_sequences(chunk, q.build().fetch_all(&mut **tx).await.map_err($crate::store::map_unique)?)?;
                 }
                 for chunk in rows.chunks(LOCK_CHUNK) {
@@ -301,6 +406,64 @@ macro_rules! sql_stock_store {
                 .await?;
             }
             Ok(out)
+        }
+
+        impl $Store {
+            /// Posts `op` and answers with `answer` of its entries, recorded under `idem`: what
+            /// [`post_in`] then `idem_settle` do, in four round trips where the engine allows (see
+            /// [`reserves_sequences`]): BEGIN, lock (with the sequences), one statement writing the
+            /// balances, the entries and the key, COMMIT.
+            async fn post_settled<T: serde::Serialize + serde::de::DeserializeOwned>(
+                &self,
+                idem: Option<&d::Idempotency>,
+                op: &Operation,
+                answer: impl FnOnce(&[LedgerEntry]) -> Result<T>,
+            ) -> Result<T> {
+                let mut tx = self.begin_write().await?;
+                let Some(k) = idem.filter(|_| reserves_sequences(op)) else {
+                    let r = post_in(&mut tx, op).await.and_then(|entries| answer(&entries));
+                    return self.idem_settle(tx, idem, r).await;
+                };
+                let now = d::now();
+                let r = async {
+                    let mut balances = touched(op);
+                    let sequences = lock_balances(&mut tx, &mut balances, now, op.drafts.len()).await?;
+                    let mut out = draft_entries(op, &mut balances, now)?;
+                    if sequences.len() < out.len() {
+                        return Err(Error::Internal(format!("{} ledger sequences reserved for {} entries", sequences.len(), out.len())));
+                    }
+                    for (e, s) in out.iter_mut().zip(sequences) {
+                        e.sequence = s;
+                    }
+                    let v = answer(&out)?;
+                    let rows: Vec<_> = balances.iter().collect();
+                    let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
+                    push_balance_update(&mut q, &rows, now);
+                    q.push(" RETURNING 1) ");
+                    if !out.is_empty() {
+                        // (A count that found what was counted writes no entry.)
+                        q.push(", e AS (");
+                        push_entries_insert(&mut q, &out, true);
+                        q.push(" RETURNING 1) ");
+                    }
+                    push_key_insert(&mut q, k, serde_json::to_string(&v)?);
+                    q.push(" RETURNING 1");
+                    let inserted = q.build().fetch_optional(&mut *tx).await.map_err($crate::store::map_unique)?.is_some();
+                    Ok((v, inserted))
+                }
+                .await;
+                match r {
+                    Ok((v, true)) => {
+                        tx.commit().await?;
+                        Ok(v)
+                    }
+                    Ok((_, false)) => {
+                        tx.rollback().await?;
+                        self.held_answer(k).await
+                    }
+                    Err(e) => self.idem_settle(tx, idem, Err(e)).await,
+                }
+            }
         }
 
         fn exposure_row(r: &$Row) -> Result<st::Exposure> {
@@ -388,9 +551,7 @@ macro_rules! sql_stock_store {
             }
 
             async fn post(&self, idem: Option<&d::Idempotency>, op: &Operation) -> Result<Vec<LedgerEntry>> {
-                let mut tx = self.begin_write().await?;
-                let r = post_in(&mut tx, op).await;
-                self.idem_settle(tx, idem, r).await
+                self.post_settled(idem, op, |entries| Ok(entries.to_vec())).await
             }
 
             async fn post_answering(
@@ -399,9 +560,7 @@ macro_rules! sql_stock_store {
                 op: &Operation,
                 answer: &(dyn for<'e> Fn(&'e [LedgerEntry]) -> Result<serde_json::Value> + Send + Sync),
             ) -> Result<serde_json::Value> {
-                let mut tx = self.begin_write().await?;
-                let r = post_in(&mut tx, op).await.and_then(|entries| answer(&entries));
-                self.idem_settle(tx, idem, r).await
+                self.post_settled(idem, op, answer).await
             }
 
             async fn get_entry(&self, id: &str) -> Result<Option<(LedgerEntry, String)>> {
