@@ -77,6 +77,15 @@ impl PgStore {
         Ok(self.pool.begin().await?)
     }
 
+    /// A write transaction whose commit does not wait for its WAL flush, for bookkeeping that a
+    /// database crash may lose: alarm states and their marks (see
+    /// `TelemetryStore::forget_alarm_states`). What it writes is still flushed before whatever
+    /// commits after it durably, alerts included: WAL is flushed in order.
+    async fn begin_relaxed_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        // One round trip: a simple query may hold two statements.
+        Ok(self.pool.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF").await?)
+    }
+
     /// A transaction holding `pg_advisory_xact_lock` on the device; dropping it rolls back and
     /// releases the lock.
     async fn evaluation_lock(&self, device_id: &str) -> crate::error::Result<Box<dyn std::any::Any + Send>> {

@@ -116,6 +116,12 @@ impl SqliteStore {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
     }
 
+    /// As [`SqliteStore::begin_write`]: with `synchronous = NORMAL` in WAL mode no commit waits
+    /// for a flush already.
+    async fn begin_relaxed_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_write().await
+    }
+
     /// Alarm evaluation reads a probe's state, evaluates and writes it back in several
     /// transactions, so two processes on one file must take turns: an exclusive `flock` on a file
     /// beside the database, opened anew each time (so tasks of one process exclude each other

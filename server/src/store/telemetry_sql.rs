@@ -809,8 +809,9 @@ macro_rules! sql_telemetry_store {
                     return Ok(());
                 }
                 // Committed before the alerts are written (see App::evaluate_devices), through
-                // the write transaction like the save.
-                let mut tx = self.begin_write().await?;
+                // the write transaction like the save. Without waiting for the flush: the alerts'
+                // own commits flush it first, and if the database loses it, it lost them too.
+                let mut tx = self.begin_relaxed_write().await?;
                 for chunk in keys.chunks(500) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("DELETE FROM probe_alarm_state WHERE ");
                     for (i, (device_id, probe)) in chunk.iter().enumerate() {
@@ -831,8 +832,11 @@ macro_rules! sql_telemetry_store {
                     return Ok(());
                 }
                 // Through the write transaction: on SQLite that is the single writer connection,
-                // so the save queues behind ingest instead of sleeping in the busy handler.
-                let mut tx = self.begin_write().await?;
+                // so the save queues behind ingest instead of sleeping in the busy handler. A
+                // save the database loses leaves the state it held before: from there the rules
+                // reach the same alerts again (or replay from the start, when the probe's state
+                // was forgotten before its alerts were written), so no flush is waited for.
+                let mut tx = self.begin_relaxed_write().await?;
                 for chunk in states.chunks(1000) {
                     let mut q = sqlx::QueryBuilder::<$Db>::new("INSERT INTO probe_alarm_state (device_id, probe, state, evaluated_to) ");
                     q.push_values(chunk, |mut b, (device_id, probe, state, to)| {
@@ -996,7 +1000,8 @@ macro_rules! sql_telemetry_store {
                         q.push(if i == 0 { "(id = " } else { " OR (id = " });
                         q.push_bind(id.clone()).push(" AND unevaluated_gen = ").push_bind(*generation).push(")");
                     }
-                    let mut tx = self.begin_write().await?;
+                    // A mark the database loses costs one evaluation more, by the sweep.
+                    let mut tx = self.begin_relaxed_write().await?;
                     q.build().execute(&mut *tx).await?;
                     tx.commit().await?;
                 }
