@@ -404,6 +404,10 @@ impl Device {
         opts.set_inflight(inflight);
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut el) = AsyncClient::new(opts, usize::from(inflight) + 16);
+        // As the agent and the server do (see telemetry-agent/src/mqtt.rs).
+        let mut net = el.network_options();
+        net.set_tcp_nodelay(true);
+        el.set_network_options(net);
         let (acked_tx, acked) = watch::channel((0u64, Instant::now()));
         let acked_tx = Arc::new(acked_tx);
         let ack_source = acked_tx.clone();
@@ -718,6 +722,9 @@ async fn raw_broker(cfg: &Config, broker: &Broker, per_msg: u64, label: &str, cl
             opts.set_max_packet_size(1 << 20, 1 << 20);
             opts.set_inflight(100);
             let (sub, mut el) = AsyncClient::new(opts, 64);
+            let mut net = el.network_options();
+            net.set_tcp_nodelay(true);
+            el.set_network_options(net);
             let (ready_tx, ready) = oneshot::channel();
             let total = Arc::new(AtomicU64::new(0));
             let seen = total.clone();

@@ -124,6 +124,11 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
             opts.set_credentials(u.clone(), cfg.password.clone().unwrap_or_default());
         }
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
+        // Acks and PUBACKs are small writes: without TCP_NODELAY one waits for the broker's
+        // delayed ACK of the one before (up to ~40 ms), and so does an alert behind it.
+        let mut net = eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         // One queue per worker, a device always on the same one: its batches are handled in
         // arrival order, and workers never wait on each other's device locks.
         let mut queues = Vec::new();
