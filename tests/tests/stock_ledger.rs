@@ -231,6 +231,62 @@ async fn supply_chain_journey_end_to_end() {
     }
 }
 
+/// A posting's answer is built before its write on PostgreSQL (its sequences drawn with the
+/// locks): what it answers must be what the ledger holds, in the ledger's order, on both engines.
+#[tokio::test]
+async fn answers_name_the_entries_the_ledger_holds() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let tok = w.tok.clone();
+        let (nu1, nu2, lot) = (w.nu1.clone(), w.nu2.clone(), w.lots[0].clone());
+        receive(&mut w, &nu1, 0, 100, "").await.unwrap();
+        let listed = |w: &mut vaxtrace_tests::world::World| {
+            let r = pb::ListLedgerEntriesRequest { lot_id: lot.clone(), page_size: 1000, ..Default::default() };
+            let mut stock = w.stock.clone();
+            let tok = tok.clone();
+            async move { stock.list_ledger_entries(authed(&tok, r)).await.unwrap().into_inner().entries }
+        };
+        let mut answered = Vec::new();
+        for (i, vials) in [30, 5, 12].into_iter().enumerate() {
+            let t = pb::TransferStockRequest {
+                from_storage_unit_id: nu1.clone(),
+                to_storage_unit_id: nu2.clone(),
+                lot_id: lot.clone(),
+                vials,
+                comment: String::new(),
+                request_id: format!("move-{i}"),
+            };
+            let r = w.stock.transfer_stock(authed(&tok, t)).await.unwrap().into_inner();
+            let (out, into) = (r.out_entry.unwrap(), r.in_entry.unwrap());
+            assert!(out.sequence < into.sequence, "{name}: the legs in order");
+            answered.extend([out, into]);
+        }
+        // An adjustment answers its entry as well.
+        let found = pb::AdjustStockRequest {
+            storage_unit_id: nu2.clone(),
+            lot_ref: Some(pb::adjust_stock_request::LotRef::LotId(lot.clone())),
+            quantity_vials: 2,
+            reason: pb::AdjustmentReason::Found as i32,
+            comment: "behind the ice packs".into(),
+            request_id: "found-1".into(),
+        };
+        answered.push(w.stock.adjust_stock(authed(&tok, found)).await.unwrap().into_inner());
+        let entries = listed(&mut w).await;
+        for a in &answered {
+            let stored = entries.iter().find(|e| e.id == a.id);
+            assert_eq!(stored, Some(a), "{name}: the answer is the stored entry");
+        }
+        let mut sequences: Vec<u64> = answered.iter().map(|e| e.sequence).collect();
+        let in_call_order = sequences.clone();
+        sequences.sort_unstable();
+        assert_eq!(sequences, in_call_order, "{name}: later calls come later in the ledger");
+        check_ledger(&mut w, name).await;
+        srv.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn reversals_counts_transfers_and_errors() {
     for db in TestDb::all() {
