@@ -1352,7 +1352,12 @@ fn print_phases(all: &[Phases]) {
     if all.is_empty() {
         return;
     }
-    println!("Where a message's time goes (the steps of App::ingest one at a time, no MQTT, no concurrency; mean µs):");
+    // Ingest now groups messages per transaction (App::ingest_many); these are the one-message
+    // store functions, kept as a per-step diagnostic of the database's costs.
+    println!(
+        "[diagnostic] One message's steps through the one-message store functions, one at a time (no MQTT, no \
+         concurrency, not the grouped ingest path; mean µs):"
+    );
     println!();
     println!(
         "| engine | device's readings before | readings/msg | messages | verify HMAC | get_device | store_readings | evaluate_probe | total |"
