@@ -242,12 +242,6 @@ async fn answers_name_the_entries_the_ledger_holds() {
         let tok = w.tok.clone();
         let (nu1, nu2, lot) = (w.nu1.clone(), w.nu2.clone(), w.lots[0].clone());
         receive(&mut w, &nu1, 0, 100, "").await.unwrap();
-        let listed = |w: &mut vaxtrace_tests::world::World| {
-            let r = pb::ListLedgerEntriesRequest { lot_id: lot.clone(), page_size: 1000, ..Default::default() };
-            let mut stock = w.stock.clone();
-            let tok = tok.clone();
-            async move { stock.list_ledger_entries(authed(&tok, r)).await.unwrap().into_inner().entries }
-        };
         let mut answered = Vec::new();
         for (i, vials) in [30, 5, 12].into_iter().enumerate() {
             let t = pb::TransferStockRequest {
@@ -273,7 +267,8 @@ async fn answers_name_the_entries_the_ledger_holds() {
             request_id: "found-1".into(),
         };
         answered.push(w.stock.adjust_stock(authed(&tok, found)).await.unwrap().into_inner());
-        let entries = listed(&mut w).await;
+        let r = pb::ListLedgerEntriesRequest { lot_id: lot.clone(), page_size: 1000, ..Default::default() };
+        let entries = w.stock.list_ledger_entries(authed(&tok, r)).await.unwrap().into_inner().entries;
         for a in &answered {
             let stored = entries.iter().find(|e| e.id == a.id);
             assert_eq!(stored, Some(a), "{name}: the answer is the stored entry");

@@ -19,6 +19,12 @@ pub(crate) const SHIPMENT_COLS: &str = "s.id, s.from_facility_id, s.to_facility_
 pub(crate) const LOCK_CHUNK: usize = 1000;
 /// Ledger entries per INSERT: 22 parameters each.
 pub(crate) const ENTRY_CHUNK: usize = 1000;
+/// Draws ledger sequences (PostgreSQL), listed as text in `seqs`; the count and `)` follow. The
+/// count is written into the statement, not bound: bound, the generic plan's estimate (1,000 rows
+/// from `generate_series`) loses to every custom plan, so PostgreSQL would plan the statement
+/// anew at each call (more CPU than running it).
+pub(crate) const DRAW_SEQUENCES: &str = "SELECT string_agg(CAST(nextval(pg_get_serial_sequence('ledger_entries', \
+     'sequence')) AS TEXT), ',') AS seqs FROM generate_series(1, ";
 
 macro_rules! sql_stock_store {
     ($Store:ty, $Db:ty, $Row:ty) => {
@@ -248,14 +254,7 @@ macro_rules! sql_stock_store {
                     // one-time filter evaluated before the first nextval), so along each balance
                     // they follow the order its writers held it in; the left join answers one
                     // row even when no balance exists yet.
-                    // The count is written into the statement, not bound: bound, the generic
-                    // plan's estimate (1,000 rows) loses to every custom plan, so PostgreSQL would
-                    // plan the statement anew at each call (more CPU than running it).
-                    q.push(
-                        "), s AS MATERIALIZED (SELECT string_agg(CAST(nextval(pg_get_serial_sequence('ledger_entries', \
-                         'sequence')) AS TEXT), ',') AS seqs FROM generate_series(1, ",
-                    );
-                    q.push(reserve.to_string());
+                    q.push("), s AS MATERIALIZED (").push(DRAW_SEQUENCES).push(reserve.to_string());
                     q.push(
                         ") WHERE (SELECT count(*) FROM l) >= 0) \
                          SELECT s.seqs, l.storage_unit_id, l.lot_id, l.vials, l.quarantined_vials FROM s LEFT JOIN l ON TRUE",
@@ -299,14 +298,9 @@ macro_rules! sql_stock_store {
                 }
             }
             if reserve > 0 && sequences.is_empty() {
-                let row = sqlx::query(
-                    "SELECT string_agg(CAST(nextval(pg_get_serial_sequence('ledger_entries', 'sequence')) AS TEXT), ',') \
-                     AS seqs FROM generate_series(1, $1)",
-                )
-                .bind(i64::try_from(reserve).unwrap_or(i64::MAX))
-                .fetch_one(&mut **tx)
-                .await?;
-                sequences = parse_sequences(&row)?;
+                let mut q = sqlx::QueryBuilder::<$Db>::new(DRAW_SEQUENCES);
+                q.push(reserve.to_string()).push(")");
+                sequences = parse_sequences(&q.build().fetch_one(&mut **tx).await?)?;
             }
             // nextval hands them out in call order; sorted, so they follow the drafts' order
             // whatever order string_agg saw them in.
@@ -353,7 +347,7 @@ macro_rules! sql_stock_store {
         /// Whether `op` can be written in one statement with its request key: sequences reserved
         /// with the lock, then the balances' update, the entries' insert and the key's insert as
         /// data-modifying CTEs of one statement (a data-modifying CTE runs whether or not it is
-        /// read). Two round trips fewer than [`post_in`] then [`idem_settle`].
+        /// read). A round trip fewer than [`post_in`] then `idem_settle`.
         fn reserves_sequences(op: &Operation) -> bool {
             <$Store>::WRITABLE_CTE
                 && op.vvm.is_empty()
