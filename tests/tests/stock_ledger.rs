@@ -282,6 +282,58 @@ async fn answers_name_the_entries_the_ledger_holds() {
     }
 }
 
+/// On PostgreSQL concurrent postings share one transaction. A balance another transaction holds
+/// must delay only the postings that need it, never the ones queued beside or behind them.
+#[tokio::test]
+async fn a_held_balance_delays_only_its_own_postings() {
+    let Some(db) = TestDb::all().into_iter().find(|d| matches!(d, TestDb::Postgres(_))) else { return };
+    let srv = TestServer::start(db).await;
+    let mut w = world(&srv).await;
+    let tok = w.tok.clone();
+    let (nu1, nu2) = (w.nu1.clone(), w.nu2.clone());
+    let (held_lot, free_lot) = (w.lots[0].clone(), w.lots[1].clone());
+    receive(&mut w, &nu1, 0, 100, "").await.unwrap();
+    receive(&mut w, &nu1, 1, 100, "").await.unwrap();
+    let pool = sqlx::PgPool::connect(&srv.database_url).await.unwrap();
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT vials FROM stock_balances WHERE storage_unit_id = $1 AND lot_id = $2 FOR UPDATE")
+        .bind(&nu1)
+        .bind(&held_lot)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    let transfer = |lot: &str, rid: &str| pb::TransferStockRequest {
+        from_storage_unit_id: nu1.clone(),
+        to_storage_unit_id: nu2.clone(),
+        lot_id: lot.to_owned(),
+        vials: 10,
+        comment: String::new(),
+        request_id: rid.to_owned(),
+    };
+    let mut stock = w.stock.clone();
+    let held = tokio::spawn({
+        let (tok, t) = (tok.clone(), transfer(&held_lot, "held"));
+        async move { stock.transfer_stock(authed(&tok, t)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Queued behind (or grouped with) the held one, and answered while the balance is still held.
+    for i in 0..3 {
+        let t = transfer(&free_lot, &format!("free-{i}"));
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), w.stock.transfer_stock(authed(&tok, t)))
+            .await
+            .expect("a posting on a free balance is not held up by a held one");
+        r.unwrap();
+    }
+    assert!(!held.is_finished(), "the held balance's posting waits for its lock");
+    holder.rollback().await.unwrap();
+    held.await.unwrap().unwrap();
+    let on_hand = check_ledger(&mut w, "postgres").await;
+    assert_eq!(on_hand.get(&(nu2.clone(), held_lot.clone())), Some(&10));
+    assert_eq!(on_hand.get(&(nu2.clone(), free_lot.clone())), Some(&30));
+    pool.close().await;
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn reversals_counts_transfers_and_errors() {
     for db in TestDb::all() {

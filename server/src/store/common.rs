@@ -132,15 +132,23 @@ macro_rules! sql_store_common {
         /// an answer. A key committed without an answer (left by older versions when a revoked
         /// token or a missing object was met) held nothing: this answer becomes it.
         fn push_key_insert(q: &mut sqlx::QueryBuilder<$Db>, k: &d::Idempotency, response: String) {
-            q.push("INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) VALUES (");
-            q.push_bind(k.token_id.clone()).push(", ");
-            q.push_bind(k.request_id.clone()).push(", ");
-            q.push_bind(k.method).push(", ");
-            q.push_bind(k.fingerprint.clone()).push(", ");
-            q.push_bind(response).push(", ");
-            q.push_bind(d::now());
+            push_keys_insert(q, &[(k, response)]);
+        }
+
+        /// [`push_key_insert`] for several keys in one statement.
+        fn push_keys_insert(q: &mut sqlx::QueryBuilder<$Db>, keys: &[(&d::Idempotency, String)]) {
+            q.push("INSERT INTO idempotency_keys (token_id, request_id, method, fingerprint, response, created_at) ");
+            let now = d::now();
+            q.push_values(keys, |mut b, (k, response)| {
+                b.push_bind(k.token_id.clone())
+                    .push_bind(k.request_id.clone())
+                    .push_bind(k.method)
+                    .push_bind(k.fingerprint.clone())
+                    .push_bind(response.clone())
+                    .push_bind(now);
+            });
             q.push(
-                ") ON CONFLICT (token_id, request_id) DO UPDATE SET response = excluded.response \
+                " ON CONFLICT (token_id, request_id) DO UPDATE SET response = excluded.response \
                  WHERE idempotency_keys.response = '' AND idempotency_keys.method = excluded.method \
                  AND idempotency_keys.fingerprint = excluded.fingerprint",
             );
@@ -251,11 +259,7 @@ macro_rules! sql_store_common {
                     Ok(v) => v,
                     Err(e) => {
                         tx.rollback().await?;
-                        return match $crate::store::Store::record_refusal(self, k, &e).await? {
-                            Some($crate::store::Held::Answer(json)) => Ok(serde_json::from_str(&json)?),
-                            Some($crate::store::Held::Refusal(first)) => Err(first),
-                            None => Err(e),
-                        };
+                        return self.refused(k, e).await;
                     }
                 };
                 let mut q = sqlx::QueryBuilder::<$Db>::new("");
@@ -266,6 +270,16 @@ macro_rules! sql_store_common {
                 }
                 tx.rollback().await?;
                 self.held_answer(k).await
+            }
+
+            /// Records `e` as the final answer under `k` (nothing written for it): the key's first
+            /// answer or refusal when a twin got there first, else `e`.
+            async fn refused<T: serde::de::DeserializeOwned>(&self, k: &d::Idempotency, e: Error) -> Result<T> {
+                match $crate::store::Store::record_refusal(self, k, &e).await? {
+                    Some($crate::store::Held::Answer(json)) => Ok(serde_json::from_str(&json)?),
+                    Some($crate::store::Held::Refusal(first)) => Err(first),
+                    None => Err(e),
+                }
             }
 
             /// The answer a key already holds, after this call's own attempt to record one met it.

@@ -29,6 +29,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Ledger postings written in groups (see [`crate::store::stock_sql::Postings`]).
+    postings: Option<std::sync::Arc<crate::store::stock_sql::Postings>>,
 }
 
 impl PgStore {
@@ -67,14 +69,23 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts)
             .await?;
-        let store = PgStore { pool };
+        let store = PgStore { pool, postings: Some(crate::store::stock_sql::Postings::new()) };
         store.migrate().await?;
+        store.start_posters();
         Ok(store)
     }
 
     /// Row locks (`FOR UPDATE`) serialize conflicting writers; READ COMMITTED is enough.
     async fn begin_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A group of ledger postings' transaction: it waits at most 100 ms for a balance another
+    /// transaction holds, then fails and its postings are written one by one, so a long holder
+    /// (an import, a big session report) delays only the postings that need its rows.
+    async fn begin_group_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        // One round trip: a simple query may hold two statements.
+        Ok(self.pool.begin_with("BEGIN; SET LOCAL lock_timeout TO '100ms'").await?)
     }
 
     /// A write transaction whose commit does not wait for its WAL flush, for bookkeeping that a

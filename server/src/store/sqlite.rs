@@ -34,6 +34,9 @@ pub struct SqliteStore {
     /// The lock file that makes alarm evaluation take turns across processes sharing the
     /// database file (replicas, a second server started by mistake); `None` in memory.
     alarm_lock: Option<std::sync::Arc<std::path::PathBuf>>,
+    /// None: one writer connection already makes SQLite's writers take turns, and its commits do
+    /// not wait for a flush (`synchronous = NORMAL`), so there is nothing to share.
+    postings: Option<std::sync::Arc<crate::store::stock_sql::Postings>>,
 }
 
 impl SqliteStore {
@@ -105,7 +108,8 @@ impl SqliteStore {
             name.push(".alarms-lock");
             std::sync::Arc::new(std::path::PathBuf::from(name))
         });
-        let store = SqliteStore { pool, writer, alarm_lock };
+        let store = SqliteStore { pool, writer, alarm_lock, postings: None };
+        store.start_posters();
         store.migrate().await?;
         Ok(store)
     }
@@ -114,6 +118,11 @@ impl SqliteStore {
     /// a read lock (SQLITE_BUSY mid-transaction).
     async fn begin_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
         Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// As [`SqliteStore::begin_write`] (SQLite posts alone: it has no posting groups).
+    async fn begin_group_write(&self) -> crate::error::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_write().await
     }
 
     /// As [`SqliteStore::begin_write`]: with `synchronous = NORMAL` in WAL mode no commit waits
