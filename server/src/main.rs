@@ -384,9 +384,9 @@ async fn start_mqtt_at(
     listen: SocketAddr,
     fallback: bool,
 ) -> anyhow::Result<(String, String, u16)> {
-    let client_id = format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple());
-    let (cfg, shown) = match url {
+    match url {
         Some(url) => {
+            let client_id = format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple());
             let mut cfg =
                 vaxtrace_server::ingest::IngestConfig::from_url(url, client_id).map_err(anyhow::Error::msg)?;
             if let Some(ca) = ca_file {
@@ -394,33 +394,29 @@ async fn start_mqtt_at(
             }
             let scheme = if cfg.tls.is_some() { "mqtts" } else { "mqtt" };
             let shown = format!("{scheme}://{}:{}", cfg.host, cfg.port);
-            (cfg, shown)
+            let (host, port) = (cfg.host.clone(), cfg.port);
+            vaxtrace_server::ingest::spawn(app.clone(), cfg);
+            Ok((shown, host, port))
         }
         None => {
-            let addr = match vaxtrace_server::broker::start(listen).await {
-                Ok(a) => a,
+            let broker = match vaxtrace_server::broker::start(listen).await {
+                Ok(b) => b,
                 Err(vaxtrace_server::broker::BrokerError::PortTaken(..)) if fallback => {
                     let free = std::net::TcpListener::bind(SocketAddr::new(listen.ip(), 0))?.local_addr()?;
                     vaxtrace_server::broker::start(free).await?
                 }
                 Err(e) => return Err(e.into()),
             };
-            let cfg = vaxtrace_server::ingest::IngestConfig {
-                host: "127.0.0.1".into(),
-                port: addr.port(),
-                client_id,
-                username: None,
-                password: None,
-                workers: 4,
-                share_group: vaxtrace_server::ingest::SHARE_GROUP.to_owned(),
-                tls: None,
-            };
-            (cfg, format!("mqtt://{addr} (embedded broker)"))
+            let addr = broker.addr;
+            vaxtrace_server::ingest::spawn_embedded(
+                app.clone(),
+                std::sync::Arc::new(broker),
+                vaxtrace_server::ingest::WORKERS,
+                vaxtrace_server::ingest::SHARE_GROUP,
+            );
+            Ok((format!("mqtt://{addr} (embedded broker)"), "127.0.0.1".to_owned(), addr.port()))
         }
-    };
-    let (host, port) = (cfg.host.clone(), cfg.port);
-    vaxtrace_server::ingest::spawn(app.clone(), cfg);
-    Ok((shown, host, port))
+    }
 }
 
 async fn demo(

@@ -797,11 +797,13 @@ async fn raw_broker(cfg: &Config, broker: &Broker, per_msg: u64, label: &str, cl
 // ---------------------------------------------------------------------------------------------
 // The server, its world and its devices.
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Broker {
     name: String,
     host: String,
     port: u16,
+    /// The embedded broker, whose ingest goes over an in-process link as `serve`'s does.
+    embedded: Option<Arc<vaxtrace_server::broker::Embedded>>,
 }
 
 struct Server {
@@ -827,19 +829,22 @@ async fn start_server(url: &str, broker: &Broker, workers: usize) -> Server {
     // A group of our own: on a shared external broker, other servers' groups get copies but
     // never our share.
     let group = format!("vt-bench-{}", uuid::Uuid::now_v7().simple());
-    let ingest = vaxtrace_server::ingest::spawn(
-        app.clone(),
-        IngestConfig {
-            host: broker.host.clone(),
-            port: broker.port,
-            client_id: format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple()),
-            username: None,
-            password: None,
-            workers,
-            share_group: group,
-            tls: None,
-        },
-    );
+    let ingest = match &broker.embedded {
+        Some(embedded) => vaxtrace_server::ingest::spawn_embedded(app.clone(), embedded.clone(), workers, &group),
+        None => vaxtrace_server::ingest::spawn(
+            app.clone(),
+            IngestConfig {
+                host: broker.host.clone(),
+                port: broker.port,
+                client_id: format!("vaxtrace-server-{}", uuid::Uuid::now_v7().simple()),
+                username: None,
+                password: None,
+                workers,
+                share_group: group,
+                tls: None,
+            },
+        ),
+    };
     Server { addr, token: admin.secret, app, ingest, stop: Some(stop), task }
 }
 
@@ -1497,11 +1502,16 @@ async fn run(cfg: Config, clients: tokio::runtime::Handle) {
         cfg.workers
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
-    let addr = vaxtrace_server::broker::start(([127, 0, 0, 1], port).into()).await.expect("embedded broker");
-    let mut brokers = vec![Broker { name: "rumqttd".into(), host: "127.0.0.1".into(), port: addr.port() }];
+    let embedded = vaxtrace_server::broker::start(([127, 0, 0, 1], port).into()).await.expect("embedded broker");
+    let mut brokers = vec![Broker {
+        name: "rumqttd".into(),
+        host: "127.0.0.1".into(),
+        port: embedded.addr.port(),
+        embedded: Some(Arc::new(embedded)),
+    }];
     if let Some(url) = &cfg.mqtt_url {
         let c = IngestConfig::from_url(url, String::new()).expect("VAXTRACE_BENCH_MQTT_URL is mqtt://host:port");
-        brokers.push(Broker { name: "mosquitto".into(), host: c.host, port: c.port });
+        brokers.push(Broker { name: "mosquitto".into(), host: c.host, port: c.port, embedded: None });
     }
 
     let pg = match &cfg.pg_url {

@@ -19,18 +19,46 @@ use vaxtrace_tests::{TestDb, TestServer, authed};
 /// tests of this file take turns.
 static BROKER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The brokers to run against: the embedded one always, the external one when configured.
-async fn brokers() -> Vec<(String, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = vaxtrace_server::broker::start(([127, 0, 0, 1], port).into()).await.unwrap();
-    let mut v = vec![("127.0.0.1".to_owned(), addr.port())];
+/// How a test's ingest reaches its broker.
+#[derive(Clone)]
+enum Route {
+    /// A fresh embedded broker, ingest on its in-process link, as `serve` runs it.
+    Embedded,
+    /// The external broker (VAXTRACE_TEST_MQTT_URL), ingest as a TCP client.
+    External(String, u16),
+}
+
+/// The routes to run against: the embedded broker always, the external one when configured.
+fn routes() -> Vec<Route> {
+    let mut v = vec![Route::Embedded];
     if let Ok(url) = std::env::var("VAXTRACE_TEST_MQTT_URL")
         && !url.is_empty()
     {
         let c = IngestConfig::from_url(&url, String::new()).unwrap();
-        v.push((c.host, c.port));
+        v.push(Route::External(c.host, c.port));
     }
     v
+}
+
+impl Route {
+    /// Starts `srv`'s ingest in shared-subscription group `group` (an embedded broker first, for
+    /// that route); returns where devices connect.
+    async fn ingest(&self, srv: &TestServer, group: &str) -> (String, u16, tokio::task::JoinHandle<()>) {
+        match self {
+            Route::Embedded => {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let broker = vaxtrace_server::broker::start(([127, 0, 0, 1], port).into()).await.unwrap();
+                let port = broker.addr.port();
+                let ingest =
+                    vaxtrace_server::ingest::spawn_embedded(srv.app.clone(), std::sync::Arc::new(broker), 4, group);
+                ("127.0.0.1".to_owned(), port, ingest)
+            }
+            Route::External(host, port) => {
+                let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(host, *port, group));
+                (host.clone(), *port, ingest)
+            }
+        }
+    }
 }
 
 fn ingest_config(host: &str, port: u16, group: &str) -> IngestConfig {
@@ -128,13 +156,13 @@ fn prost_types_ts(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
 #[tokio::test]
 async fn batches_are_stored_once_and_acked_after_commit() {
     let _turn = BROKER_TURN.lock().await;
-    for (host, port) in brokers().await {
+    for route in routes() {
         for db in TestDb::all() {
             let srv = TestServer::start(db).await;
             let w = world(&srv).await;
-            let name = format!("{} via {host}:{port}", srv.db.name());
             let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
-            let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let (host, port, ingest) = route.ingest(&srv, &group).await;
+            let name = format!("{} via {host}:{port}", srv.db.name());
             let mut tel = TelemetryServiceClient::new(srv.channel().await);
             let reg = pb::RegisterDeviceRequest {
                 device: Some(pb::Device {
@@ -237,14 +265,16 @@ mod serde_json_shim {
 #[tokio::test]
 async fn real_agent_through_two_replicas_one_killed() {
     let _turn = BROKER_TURN.lock().await;
-    for (host, port) in brokers().await {
+    for route in routes() {
         for db in TestDb::all() {
             let srv = TestServer::start(db).await;
             let w = world(&srv).await;
-            let name = format!("{} via {host}:{port}", srv.db.name());
             let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
+            // On the embedded broker the survivor is the in-process link and the killed replica a
+            // TCP client of it: the two transports share the group.
+            let (host, port, replica_b) = route.ingest(&srv, &group).await;
             let replica_a = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
-            let replica_b = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let name = format!("{} via {host}:{port}", srv.db.name());
             let mut tel = TelemetryServiceClient::new(srv.channel().await);
             let reg = pb::RegisterDeviceRequest {
                 device: Some(pb::Device {
@@ -341,12 +371,11 @@ source = {{ kind = "simulator", scenario = "warm_drift" }}
 #[tokio::test]
 async fn heat_breach_alerts_do_not_depend_on_arrival_order() {
     let _turn = BROKER_TURN.lock().await;
-    let (host, port) = brokers().await.remove(0);
     for db in TestDb::all() {
         let srv = TestServer::start(db).await;
         let w = world(&srv).await;
         let name = srv.db.name();
-        let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, "vt-heat"));
+        let (host, port, ingest) = Route::Embedded.ingest(&srv, "vt-heat").await;
         let mut tel = TelemetryServiceClient::new(srv.channel().await);
         let reg = pb::RegisterDeviceRequest {
             device: Some(pb::Device {
@@ -432,7 +461,6 @@ async fn heat_breach_alerts_do_not_depend_on_arrival_order() {
 #[tokio::test]
 async fn breach_quarantines_stock_until_assessed() {
     let _turn = BROKER_TURN.lock().await;
-    let (host, port) = brokers().await.remove(0);
     for db in TestDb::all() {
         let srv = TestServer::start(db).await;
         let mut w = world(&srv).await;
@@ -440,7 +468,7 @@ async fn breach_quarantines_stock_until_assessed() {
         let tok = w.tok.clone();
         let (nu1, n, lot) = (w.nu1.clone(), w.n.clone(), w.lots[0].clone());
         vaxtrace_tests::world::receive(&mut w, &nu1, 0, 100, "").await.unwrap();
-        let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, "vt-quarantine"));
+        let (host, port, ingest) = Route::Embedded.ingest(&srv, "vt-quarantine").await;
         let mut tel = TelemetryServiceClient::new(srv.channel().await);
         let reg = pb::RegisterDeviceRequest {
             device: Some(pb::Device {
@@ -670,15 +698,15 @@ async fn a_grouped_transaction_isolates_a_failing_device() {
 #[tokio::test]
 async fn concurrent_devices_are_acked_only_after_commit() {
     let _turn = BROKER_TURN.lock().await;
-    for (host, port) in brokers().await {
+    for route in routes() {
         for db in TestDb::all() {
             let dir = tempfile::tempdir().unwrap();
             let srv = TestServer::start_reachable(db, dir.path()).await;
-            let name = format!("{} via {host}:{port}", srv.db.name());
             let w = world(&srv).await;
             inject_write_failure(&srv).await;
             let group = format!("vt-test-{}", uuid::Uuid::now_v7().simple());
-            let ingest = vaxtrace_server::ingest::spawn(srv.app.clone(), ingest_config(&host, port, &group));
+            let (host, port, ingest) = route.ingest(&srv, &group).await;
+            let name = format!("{} via {host}:{port}", srv.db.name());
             let registered = register(&srv, &w, 13).await;
             let mut devices = Vec::new();
             for (id, key) in &registered {

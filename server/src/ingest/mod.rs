@@ -13,6 +13,9 @@ use crate::app::telemetry::{Ack, ReadingsMessage, ack_json, ack_message};
 /// The default shared-subscription group every replica joins.
 pub const SHARE_GROUP: &str = "vaxtrace";
 
+/// Batch workers by default: enough to keep a database busy while others wait on the broker.
+pub const WORKERS: usize = 4;
+
 /// Where the broker is and who we are on it.
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -64,7 +67,7 @@ impl IngestConfig {
             client_id,
             username,
             password,
-            workers: 4,
+            workers: WORKERS,
             share_group: SHARE_GROUP.to_owned(),
             tls,
         })
@@ -83,7 +86,69 @@ impl IngestConfig {
 struct Batch {
     device_id: String,
     kind: Topic,
-    publish: rumqttc::Publish,
+    payload: bytes::Bytes,
+}
+
+/// Where acks go: the broker connection the batches came in on.
+#[derive(Clone)]
+enum Acks {
+    /// A client of an external broker (or of the embedded one over TCP).
+    Client(AsyncClient),
+    /// The embedded broker's in-process link (none while it is being made again).
+    Link(std::sync::Arc<std::sync::Mutex<Option<rumqttd::local::LinkTx>>>),
+}
+
+impl Acks {
+    /// Queues one ack without waiting (see [`answer`]).
+    fn publish(&self, topic: String, body: Vec<u8>) -> Result<(), String> {
+        match self {
+            Acks::Client(c) => c.try_publish(topic, QoS::AtLeastOnce, false, body).map_err(|e| e.to_string()),
+            Acks::Link(tx) => {
+                let mut slot = tx.lock().map_err(|_| "the broker link is poisoned".to_owned())?;
+                let tx = slot.as_mut().ok_or_else(|| "no link to the embedded broker now".to_owned())?;
+                // On a full router queue the ack stays in the link's buffer and goes with the
+                // next message the link hands the router; only a closed broker loses it.
+                match tx.try_publish(topic, body) {
+                    Ok(_) | Err(rumqttd::local::LinkError::TrySend(flume::TrySendError::Full(_))) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// The three filters ingest subscribes to, each in its own group: rumqttd keys a shared
+/// subscription by its group name alone, so a second filter in the same group would be dropped.
+fn filters(share_group: &str) -> impl Iterator<Item = String> + '_ {
+    [("", "readings"), ("-json", "readings/json"), ("-dropped", "status/dropped")]
+        .into_iter()
+        .map(move |(group, suffix)| format!("$share/{share_group}{group}/vaxtrace/v1/devices/+/{suffix}"))
+}
+
+/// One queue per worker, a device always on the same one: its batches are handled in arrival
+/// order, and workers never wait on each other's device locks.
+fn start_workers(app: &App, acks: &Acks, workers: usize) -> Vec<mpsc::Sender<Batch>> {
+    (0..workers.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel::<Batch>(QUEUE);
+            tokio::spawn(worker(app.clone(), acks.clone(), rx));
+            tx
+        })
+        .collect()
+}
+
+/// Hands one received message to its device's worker; false once the workers are gone.
+async fn dispatch(app: &App, queues: &[mpsc::Sender<Batch>], topic: &str, payload: bytes::Bytes) -> bool {
+    let Some((device_id, kind)) = parse_topic(topic) else {
+        app.metrics().invalid_batch();
+        tracing::warn!(topic = %topic, "message on an unexpected topic");
+        return true;
+    };
+    let batch = Batch { device_id: device_id.to_owned(), kind, payload };
+    match queues.get(shard_of(device_id, queues.len())) {
+        Some(queue) => queue.send(batch).await.is_ok(),
+        None => false,
+    }
 }
 
 /// What a device published.
@@ -129,14 +194,7 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
         let mut net = eventloop.network_options();
         net.set_tcp_nodelay(true);
         eventloop.set_network_options(net);
-        // One queue per worker, a device always on the same one: its batches are handled in
-        // arrival order, and workers never wait on each other's device locks.
-        let mut queues = Vec::new();
-        for _ in 0..cfg.workers.max(1) {
-            let (tx, rx) = mpsc::channel::<Batch>(QUEUE);
-            queues.push(tx);
-            tokio::spawn(worker(app.clone(), client.clone(), rx));
-        }
+        let queues = start_workers(&app, &Acks::Client(client.clone()), cfg.workers);
         let mut backoff = Duration::from_millis(100);
         loop {
             match eventloop.poll().await {
@@ -144,27 +202,14 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
                     backoff = Duration::from_millis(100);
                     tracing::info!(host = %cfg.host, port = cfg.port, "ingest connected to the MQTT broker");
                     // A clean session forgets subscriptions, so subscribe on every connect.
-                    // One group per filter: rumqttd keys a shared subscription by its group name
-                    // alone, so a second filter in the same group would be dropped.
-                    for (group, suffix) in
-                        [("", "readings"), ("-json", "readings/json"), ("-dropped", "status/dropped")]
-                    {
-                        let filter = format!("$share/{}{group}/vaxtrace/v1/devices/+/{suffix}", cfg.share_group);
+                    for filter in filters(&cfg.share_group) {
                         if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                             tracing::error!(error = %e, "cannot subscribe");
                         }
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Some((device_id, kind)) = parse_topic(&p.topic) else {
-                        app.metrics().invalid_batch();
-                        tracing::warn!(topic = %p.topic, "message on an unexpected topic");
-                        continue;
-                    };
-                    let shard = shard_of(device_id, queues.len());
-                    let batch = Batch { device_id: device_id.to_owned(), kind, publish: p };
-                    let Some(queue) = queues.get(shard) else { return };
-                    if queue.send(batch).await.is_err() {
+                    if !dispatch(&app, &queues, &p.topic, p.payload).await {
                         return;
                     }
                 }
@@ -174,6 +219,81 @@ pub fn spawn(app: App, cfg: IngestConfig) -> tokio::task::JoinHandle<()> {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+            }
+        }
+    })
+}
+
+/// Runs ingest on an in-process link to the embedded broker until the process ends, linking
+/// again whenever the link breaks: rumqttd may drop a live connection when a client that sent
+/// DISCONNECT leaves (the router handles its disconnect twice, and the second may hit a newer
+/// connection given the same slot). What was delivered to a lost link is re-sent by its devices,
+/// which were not acked.
+pub fn spawn_embedded(
+    app: App,
+    broker: std::sync::Arc<crate::broker::Embedded>,
+    workers: usize,
+    share_group: &str,
+) -> tokio::task::JoinHandle<()> {
+    let share_group = share_group.to_owned();
+    tokio::spawn(async move {
+        let acks = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let queues = start_workers(&app, &Acks::Link(acks.clone()), workers);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let linked = async {
+                let crate::broker::Link { mut tx, rx } = broker.link().await.map_err(|e| e.to_string())?;
+                filters(&share_group).try_for_each(|f| tx.subscribe(f).map(drop).map_err(|e| e.to_string()))?;
+                Ok::<_, String>((tx, rx))
+            };
+            let mut rx = match linked.await {
+                Ok((tx, rx)) => {
+                    if let Ok(mut slot) = acks.lock() {
+                        *slot = Some(tx);
+                    }
+                    rx
+                }
+                Err(e) => {
+                    // A first refusal is routine: the broker's readiness probe has just left, and
+                    // its second disconnect can take the new link's slot (see above).
+                    if backoff >= Duration::from_millis(400) {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "cannot link to the embedded MQTT broker");
+                    } else {
+                        tracing::debug!(error = %e, retry_in = ?backoff, "cannot link to the embedded MQTT broker");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            tracing::info!("ingest linked to the embedded MQTT broker");
+            backoff = Duration::from_millis(100);
+            let lost = loop {
+                match rx.next().await {
+                    Ok(Some(rumqttd::Notification::Forward(f))) => {
+                        let Ok(topic) = std::str::from_utf8(&f.publish.topic) else {
+                            app.metrics().invalid_batch();
+                            tracing::warn!("message on a topic that is not UTF-8");
+                            continue;
+                        };
+                        if !dispatch(&app, &queues, topic, f.publish.payload).await {
+                            return;
+                        }
+                    }
+                    // The router paused this link when its buffer filled: ask for more, as
+                    // rumqttd's own network links do.
+                    Ok(Some(rumqttd::Notification::Unschedule)) => {
+                        if let Err(e) = rx.wake().await {
+                            break e;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            tracing::warn!(error = %lost, "the link to the embedded MQTT broker was lost; linking again");
+            if let Ok(mut slot) = acks.lock() {
+                *slot = None;
             }
         }
     })
@@ -198,7 +318,7 @@ fn shard_of(device_id: &str, workers: usize) -> usize {
 /// Takes whatever is queued (up to [`MAX_GROUP`], without waiting for more: under light load a
 /// message is handled alone at once), stores every readings batch of it in one transaction, and
 /// publishes each message's ack after that commit.
-async fn worker(app: App, client: AsyncClient, mut rx: mpsc::Receiver<Batch>) {
+async fn worker(app: App, acks: Acks, mut rx: mpsc::Receiver<Batch>) {
     let mut group: Vec<Batch> = Vec::with_capacity(MAX_GROUP);
     loop {
         let Some(first) = rx.recv().await else { return };
@@ -214,7 +334,7 @@ async fn worker(app: App, client: AsyncClient, mut rx: mpsc::Receiver<Batch>) {
             .enumerate()
             .filter_map(|(i, b)| match b.kind {
                 Topic::Readings { json } => {
-                    Some((i, ReadingsMessage { device_id: &b.device_id, payload: &b.publish.payload, json }))
+                    Some((i, ReadingsMessage { device_id: &b.device_id, payload: &b.payload, json }))
                 }
                 Topic::Dropped => None,
             })
@@ -230,20 +350,20 @@ async fn worker(app: App, client: AsyncClient, mut rx: mpsc::Receiver<Batch>) {
         );
         for ((i, _), outcome) in readings.iter().zip(outcomes) {
             if let Some(b) = group.get(*i) {
-                answer(&app, &client, b, outcome);
+                answer(&app, &acks, b, outcome);
             }
         }
         // Rare: a device's notice of seqs lost for good, each in its own transaction.
         for b in group.iter().filter(|b| b.kind == Topic::Dropped) {
-            let outcome = app.record_dropped(&b.device_id, &b.publish.payload).await;
-            answer(&app, &client, b, outcome);
+            let outcome = app.record_dropped(&b.device_id, &b.payload).await;
+            answer(&app, &acks, b, outcome);
         }
         group.clear();
     }
 }
 
 /// Publishes the ack of one message (called only after its transaction committed).
-fn answer(app: &App, client: &AsyncClient, batch: &Batch, outcome: crate::error::Result<Ack>) {
+fn answer(app: &App, acks: &Acks, batch: &Batch, outcome: crate::error::Result<Ack>) {
     let json = batch.kind == Topic::Readings { json: true };
     match outcome {
         Ok(ack) => {
@@ -261,7 +381,7 @@ fn answer(app: &App, client: &AsyncClient, batch: &Batch, outcome: crate::error:
             // try_publish: a worker must never wait on the client's queue, which only drains while
             // the event loop runs, and the event loop may be waiting on the workers' queue. A lost
             // ack costs a re-send, never a reading.
-            if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, body) {
+            if let Err(e) = acks.publish(topic, body) {
                 tracing::warn!(error = %e, "cannot publish an ack now; the device will re-send");
             }
         }
