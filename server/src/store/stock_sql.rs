@@ -418,6 +418,30 @@ macro_rules! sql_stock_store {
             Ok(out)
         }
 
+        /// The statement that writes postings whose sequences were reserved: the balances'
+        /// update, the entries' insert and the request keys' insert as data-modifying CTEs (each
+        /// runs whether or not it is read); one row comes back per key recorded.
+        fn settled_write(
+            balances: &Balances,
+            entries: &[LedgerEntry],
+            keys: &[(&d::Idempotency, String)],
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> sqlx::QueryBuilder<$Db> {
+            let rows: Vec<_> = balances.iter().collect();
+            let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
+            push_balance_update(&mut q, &rows, now);
+            q.push(" RETURNING 1) ");
+            if !entries.is_empty() {
+                // (A count that found what was counted writes no entry.)
+                q.push(", e AS (");
+                push_entries_insert(&mut q, entries, true);
+                q.push(" RETURNING 1) ");
+            }
+            push_keys_insert(&mut q, keys);
+            q.push(" RETURNING 1");
+            q
+        }
+
         /// Whether `op` can be written in one statement with its request key: sequences reserved
         /// with the lock, then the balances' update, the entries' insert and the key's insert as
         /// data-modifying CTEs of one statement (a data-modifying CTE runs whether or not it is
@@ -573,17 +597,7 @@ macro_rules! sql_stock_store {
                     tx.rollback().await?;
                     return Ok(results);
                 }
-                let rows: Vec<_> = balances.iter().collect();
-                let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
-                push_balance_update(&mut q, &rows, now);
-                q.push(" RETURNING 1) ");
-                if !written.is_empty() {
-                    q.push(", e AS (");
-                    push_entries_insert(&mut q, &written, true);
-                    q.push(" RETURNING 1) ");
-                }
-                push_keys_insert(&mut q, &keys);
-                q.push(" RETURNING 1");
+                let mut q = settled_write(&balances, &written, &keys, now);
                 let recorded = q.build().fetch_all(&mut *tx).await.map_err($crate::store::map_unique)?.len();
                 if recorded < keys.len() {
                     // A key already holds an answer: that posting must not be written.
@@ -621,18 +635,7 @@ macro_rules! sql_stock_store {
                         e.sequence = s;
                     }
                     let v = answer(&out)?;
-                    let rows: Vec<_> = balances.iter().collect();
-                    let mut q = sqlx::QueryBuilder::<$Db>::new("WITH b AS (");
-                    push_balance_update(&mut q, &rows, now);
-                    q.push(" RETURNING 1) ");
-                    if !out.is_empty() {
-                        // (A count that found what was counted writes no entry.)
-                        q.push(", e AS (");
-                        push_entries_insert(&mut q, &out, true);
-                        q.push(" RETURNING 1) ");
-                    }
-                    push_key_insert(&mut q, k, serde_json::to_string(&v)?);
-                    q.push(" RETURNING 1");
+                    let mut q = settled_write(&balances, &out, &[(k, serde_json::to_string(&v)?)], now);
                     let inserted = q.build().fetch_optional(&mut *tx).await.map_err($crate::store::map_unique)?.is_some();
                     Ok((v, inserted))
                 }
