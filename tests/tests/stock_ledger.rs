@@ -334,6 +334,50 @@ async fn a_held_balance_delays_only_its_own_postings() {
     srv.stop().await;
 }
 
+/// Refused postings leave nothing behind, also when they share a transaction with postings that
+/// are written (PostgreSQL groups concurrent postings): no empty balance row appears for them.
+#[tokio::test]
+async fn refused_postings_beside_written_ones_leave_no_trace() {
+    for db in TestDb::all() {
+        let srv = TestServer::start(db).await;
+        let mut w = world(&srv).await;
+        let name = srv.db.name();
+        let tok = w.tok.clone();
+        let (nu1, nu2) = (w.nu1.clone(), w.nu2.clone());
+        let (stocked, never) = (w.lots[0].clone(), w.lots[1].clone());
+        receive(&mut w, &nu1, 0, 100, "").await.unwrap();
+        let mut calls = Vec::new();
+        for i in 0..16 {
+            // Even calls move stock that exists; odd ones try to move a lot nobody holds.
+            let (from, to, lot) = if i % 2 == 0 { (&nu1, &nu2, &stocked) } else { (&nu2, &nu1, &never) };
+            let t = pb::TransferStockRequest {
+                from_storage_unit_id: from.clone(),
+                to_storage_unit_id: to.clone(),
+                lot_id: lot.clone(),
+                vials: 1,
+                comment: String::new(),
+                request_id: format!("mixed-{i}"),
+            };
+            let mut stock = w.stock.clone();
+            let tok = tok.clone();
+            calls.push(tokio::spawn(async move { stock.transfer_stock(authed(&tok, t)).await }));
+        }
+        for (i, c) in calls.into_iter().enumerate() {
+            let r = c.await.unwrap();
+            if i % 2 == 0 {
+                r.unwrap();
+            } else {
+                assert_eq!(reason(&r.unwrap_err()), "INSUFFICIENT_STOCK", "{name}");
+            }
+        }
+        let on_hand = check_ledger(&mut w, name).await;
+        assert_eq!(on_hand.get(&(nu2.clone(), stocked.clone())), Some(&8), "{name}");
+        let traces: Vec<_> = on_hand.keys().filter(|(_, lot)| *lot == never).collect();
+        assert!(traces.is_empty(), "{name}: refused postings left balance rows {traces:?}");
+        srv.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn reversals_counts_transfers_and_errors() {
     for db in TestDb::all() {

@@ -295,6 +295,7 @@ pub fn spawn_embedded(
             if let Ok(mut slot) = acks.lock() {
                 *slot = None;
             }
+            tokio::time::sleep(backoff).await;
         }
     })
 }

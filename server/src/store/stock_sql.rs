@@ -34,6 +34,9 @@ pub(crate) const MAX_GROUP: usize = 32;
 /// group or a refusal runs in tasks of its own.
 pub(crate) const POSTERS: usize = 1;
 
+/// Longest a group's transaction may take before its postings are written one by one instead.
+pub(crate) const GROUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A posting waiting for its group.
 pub(crate) struct Pending {
     pub(crate) idem: crate::domain::Idempotency,
@@ -525,7 +528,13 @@ macro_rules! sql_stock_store {
             /// database for long (a refusal to record, a failed group's postings written one by
             /// one) runs in a task of its own, so the next group does not wait for it.
             async fn post_group(&self, group: Vec<Pending>) {
-                match self.write_group(&group).await {
+                // A group that does not finish in time (a database gone silent mid-statement) must
+                // not hold up every posting behind it; written one by one, its postings are
+                // answered from their keys if it did commit.
+                let written = tokio::time::timeout(GROUP_TIMEOUT, self.write_group(&group))
+                    .await
+                    .unwrap_or_else(|_| Err(Error::Internal("a group of postings timed out".into())));
+                match written {
                     Ok(results) => {
                         let mut refusals = Vec::new();
                         for (p, r) in group.into_iter().zip(results) {
@@ -576,6 +585,9 @@ macro_rules! sql_stock_store {
                 let mut sequences = lock_balances(&mut tx, &mut balances, now, reserve).await?.into_iter();
                 let mut results = Vec::with_capacity(group.len());
                 let (mut written, mut keys) = (Vec::new(), Vec::new());
+                // The balances the written postings change; a refused one's stay as they were.
+                let mut changed = Balances::new();
+                let mut refused_on = Vec::new();
                 for p in group {
                     let mut after = balances.clone();
                     match draft_entries(&p.op, &mut after, now) {
@@ -586,18 +598,32 @@ macro_rules! sql_stock_store {
                                     .ok_or_else(|| Error::Internal("fewer ledger sequences reserved than entries".into()))?;
                             }
                             balances = after;
+                            for key in touched(&p.op).into_keys() {
+                                let state = balances.get(&key).copied().unwrap_or_default();
+                                changed.insert(key, state);
+                            }
                             keys.push((&p.idem, serde_json::to_string(&out)?));
                             written.extend(out.iter().cloned());
                             results.push(Ok(out));
                         }
-                        Err(e) => results.push(Err(e)),
+                        Err(e) => {
+                            refused_on.extend(touched(&p.op).into_keys());
+                            results.push(Err(e));
+                        }
                     }
                 }
                 if keys.is_empty() {
                     tx.rollback().await?;
                     return Ok(results);
                 }
-                let mut q = settled_write(&balances, &written, &keys, now);
+                // A balance the lock step may have just created for a refused posting alone
+                // (empty, and no written posting touches it) would outlive the refusal if the
+                // group committed: written alone, that posting leaves nothing behind.
+                if refused_on.iter().any(|k| !changed.contains_key(k) && balances.get(k).is_none_or(|b| *b == BalanceState::default())) {
+                    tx.rollback().await?;
+                    return Err(Error::Internal("a refused posting of the group met an empty balance".into()));
+                }
+                let mut q = settled_write(&changed, &written, &keys, now);
                 let recorded = q.build().fetch_all(&mut *tx).await.map_err($crate::store::map_unique)?.len();
                 if recorded < keys.len() {
                     // A key already holds an answer: that posting must not be written.
