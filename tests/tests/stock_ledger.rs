@@ -10,6 +10,18 @@ use vaxtrace_proto::v1::report_service_client::ReportServiceClient;
 use vaxtrace_tests::world::{check_ledger, receive, world};
 use vaxtrace_tests::{TestDb, TestServer, authed, reason};
 
+/// A transfer of `vials` of `lot` between two units, without a comment.
+fn transfer(from: &str, to: &str, lot: &str, vials: i64, request_id: &str) -> pb::TransferStockRequest {
+    pb::TransferStockRequest {
+        from_storage_unit_id: from.to_owned(),
+        to_storage_unit_id: to.to_owned(),
+        lot_id: lot.to_owned(),
+        vials,
+        comment: String::new(),
+        request_id: request_id.to_owned(),
+    }
+}
+
 #[tokio::test]
 async fn supply_chain_journey_end_to_end() {
     for db in TestDb::all() {
@@ -244,14 +256,7 @@ async fn answers_name_the_entries_the_ledger_holds() {
         receive(&mut w, &nu1, 0, 100, "").await.unwrap();
         let mut answered = Vec::new();
         for (i, vials) in [30, 5, 12].into_iter().enumerate() {
-            let t = pb::TransferStockRequest {
-                from_storage_unit_id: nu1.clone(),
-                to_storage_unit_id: nu2.clone(),
-                lot_id: lot.clone(),
-                vials,
-                comment: String::new(),
-                request_id: format!("move-{i}"),
-            };
+            let t = transfer(&nu1, &nu2, &lot, vials, &format!("move-{i}"));
             let r = w.stock.transfer_stock(authed(&tok, t)).await.unwrap().into_inner();
             let (out, into) = (r.out_entry.unwrap(), r.in_entry.unwrap());
             assert!(out.sequence < into.sequence, "{name}: the legs in order");
@@ -302,23 +307,15 @@ async fn a_held_balance_delays_only_its_own_postings() {
         .fetch_one(&mut *holder)
         .await
         .unwrap();
-    let transfer = |lot: &str, rid: &str| pb::TransferStockRequest {
-        from_storage_unit_id: nu1.clone(),
-        to_storage_unit_id: nu2.clone(),
-        lot_id: lot.to_owned(),
-        vials: 10,
-        comment: String::new(),
-        request_id: rid.to_owned(),
-    };
     let mut stock = w.stock.clone();
     let held = tokio::spawn({
-        let (tok, t) = (tok.clone(), transfer(&held_lot, "held"));
+        let (tok, t) = (tok.clone(), transfer(&nu1, &nu2, &held_lot, 10, "held"));
         async move { stock.transfer_stock(authed(&tok, t)).await }
     });
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     // Queued behind (or grouped with) the held one, and answered while the balance is still held.
     for i in 0..3 {
-        let t = transfer(&free_lot, &format!("free-{i}"));
+        let t = transfer(&nu1, &nu2, &free_lot, 10, &format!("free-{i}"));
         let r = tokio::time::timeout(std::time::Duration::from_secs(20), w.stock.transfer_stock(authed(&tok, t)))
             .await
             .expect("a posting on a free balance is not held up by a held one");
@@ -350,14 +347,7 @@ async fn refused_postings_beside_written_ones_leave_no_trace() {
         for i in 0..16 {
             // Even calls move stock that exists; odd ones try to move a lot nobody holds.
             let (from, to, lot) = if i % 2 == 0 { (&nu1, &nu2, &stocked) } else { (&nu2, &nu1, &never) };
-            let t = pb::TransferStockRequest {
-                from_storage_unit_id: from.clone(),
-                to_storage_unit_id: to.clone(),
-                lot_id: lot.clone(),
-                vials: 1,
-                comment: String::new(),
-                request_id: format!("mixed-{i}"),
-            };
+            let t = transfer(from, to, lot, 1, &format!("mixed-{i}"));
             let mut stock = w.stock.clone();
             let tok = tok.clone();
             calls.push(tokio::spawn(async move { stock.transfer_stock(authed(&tok, t)).await }));
@@ -387,13 +377,7 @@ async fn reversals_counts_transfers_and_errors() {
         let tok = w.tok.clone();
         let (nu1, nu2, lot) = (w.nu1.clone(), w.nu2.clone(), w.lots[0].clone());
         receive(&mut w, &nu1, 0, 100, "").await.unwrap();
-        let t = pb::TransferStockRequest {
-            from_storage_unit_id: nu1.clone(),
-            to_storage_unit_id: nu2.clone(),
-            lot_id: lot.clone(),
-            vials: 40,
-            ..Default::default()
-        };
+        let t = transfer(&nu1, &nu2, &lot, 40, "");
         let moved = w.stock.transfer_stock(authed(&tok, t.clone())).await.unwrap().into_inner();
         let mut too_much = t.clone();
         too_much.vials = 61;
@@ -489,14 +473,7 @@ async fn concurrent_issues_never_overdraw() {
             let mut client = w.stock.clone();
             let (tok, nu1, nu2, lot) = (w.tok.clone(), nu1.clone(), nu2.clone(), lot.clone());
             tasks.push(tokio::spawn(async move {
-                let t = pb::TransferStockRequest {
-                    from_storage_unit_id: nu1,
-                    to_storage_unit_id: nu2,
-                    lot_id: lot,
-                    vials: 5,
-                    request_id: format!("t-{i}"),
-                    ..Default::default()
-                };
+                let t = transfer(&nu1, &nu2, &lot, 5, &format!("t-{i}"));
                 let first = client.transfer_stock(authed(&tok, t.clone())).await;
                 // A retry of the same request changes nothing, whatever the first outcome.
                 let second = client.transfer_stock(authed(&tok, t)).await;
@@ -559,14 +536,7 @@ async fn run_steps(db: TestDb, steps: Vec<Step>) {
             Step::Receive { lot, vials } => drop(receive(&mut w, &nu1, lot, vials, &rid).await),
             Step::Transfer { up, lot, vials } => {
                 let (a, b) = if up { (nu1, nu2) } else { (nu2, nu1) };
-                let t = pb::TransferStockRequest {
-                    from_storage_unit_id: a,
-                    to_storage_unit_id: b,
-                    lot_id: w.lots[lot].clone(),
-                    vials,
-                    request_id: rid,
-                    ..Default::default()
-                };
+                let t = transfer(&a, &b, &w.lots[lot], vials, &rid);
                 drop(w.stock.transfer_stock(authed(&tok, t)).await);
             }
             Step::Adjust { lot, vials } => {
